@@ -1,0 +1,95 @@
+package actors
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/fractalrt/fractal/persistence"
+)
+
+// A Context is what a handler sees of the message it is handling: the part's
+// path, SQL access inside the message's transaction, and a way to send
+// messages that leave only after the transaction commits.
+//
+// A Context is valid only during the call it was passed to; keep no
+// reference to it.
+type Context struct {
+	ctx  context.Context
+	part *part
+	tx   *persistence.Tx
+	out  []*envelope // held until commit: the output gate
+	done bool
+}
+
+// Context returns the context of the request being handled: its deadline
+// and cancellation are the caller's. Statements run through c are
+// interrupted when it is done.
+func (c *Context) Context() context.Context { return c.ctx }
+
+// Path returns the path of the part handling the message.
+func (c *Context) Path() Path { return c.part.path }
+
+// Kind returns the name of the part's kind.
+func (c *Context) Kind() string { return c.part.kind.Name }
+
+// Logger returns the system's logger, with the part's path attached.
+func (c *Context) Logger() *slog.Logger { return c.part.logger() }
+
+// errContextDone is returned by a Context's methods after its call returned.
+var errContextDone = errors.New("actors: Context used after its handler returned")
+
+// Exec runs a statement in the message's transaction.
+func (c *Context) Exec(query string, args ...any) (sql.Result, error) {
+	if c.done {
+		return nil, errContextDone
+	}
+	return c.tx.Exec(query, args...)
+}
+
+// Query runs a query in the message's transaction. The caller must close
+// the rows before returning.
+func (c *Context) Query(query string, args ...any) (*sql.Rows, error) {
+	if c.done {
+		return nil, errContextDone
+	}
+	return c.tx.Query(query, args...)
+}
+
+// QueryRow runs a query that returns at most one row, in the message's
+// transaction.
+func (c *Context) QueryRow(query string, args ...any) *sql.Row {
+	return c.tx.QueryRow(query, args...)
+}
+
+// Tx returns the message's transaction, for what Exec, Query and QueryRow
+// do not cover (savepoints, for example). Do not commit or roll it back: the
+// runtime does.
+func (c *Context) Tx() *persistence.Tx { return c.tx }
+
+// Send sends msg to the part at to, once the message being handled has
+// committed; if it rolls back, nothing is sent. to is absolute
+// ("mail/example.org/bob") or relative to this part ("..",
+// "../bob@example.org", "./drafts"). Delivery is at most once: a part that
+// cannot handle the message (its file cannot be opened, its handler fails)
+// drops it after logging.
+func (c *Context) Send(to string, msg any) error {
+	if c.done {
+		return errContextDone
+	}
+	p, err := c.part.path.Resolve(to)
+	if err != nil {
+		return err
+	}
+	if _, err := c.part.sys.tree.match(p); err != nil {
+		return err
+	}
+	c.out = append(c.out, &envelope{to: p, msg: msg, ctx: context.Background(), from: c.part.path})
+	return nil
+}
+
+func (c *Context) String() string {
+	return fmt.Sprintf("actors.Context(%s)", c.part.path)
+}

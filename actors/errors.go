@@ -1,0 +1,71 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Callers distinguish them with errors.Is; the errors the
+// runtime returns wrap them with the path and the cause.
+var (
+	// ErrClosed is returned by a System that has been closed, and to callers
+	// whose messages were still queued when Close gave up waiting for them.
+	ErrClosed = errors.New("actors: system closed")
+
+	// ErrNoKind is returned for a path that no declared kind's pattern
+	// matches. Nothing is created for such a path.
+	ErrNoKind = errors.New("actors: no kind declared for path")
+
+	// ErrInvalidTree is returned by Open when the declared kinds do not form
+	// a valid tree (a bad pattern, a missing parent level, two kinds for one
+	// level, a kind without a handler).
+	ErrInvalidTree = errors.New("actors: invalid tree")
+
+	// ErrPanic is wrapped by the error a caller receives when the handler of
+	// its message panicked. The message's writes were rolled back and the
+	// part was restarted by its parent.
+	ErrPanic = errors.New("actors: handler panicked")
+
+	// ErrUnknownMessage is for handlers to wrap when they receive a message
+	// type they do not handle, for example
+	//
+	//	return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
+	ErrUnknownMessage = errors.New("actors: unknown message type")
+
+	// ErrActivation is wrapped by the error a caller receives when the target
+	// part's file could not be opened (an I/O error, a file from a newer
+	// schema, a failing migration). The part tries again at its next message.
+	ErrActivation = errors.New("actors: part could not be activated")
+
+	// ErrLocked is returned by Open when another System (in this process or
+	// another) already has the data directory open.
+	ErrLocked = errors.New("actors: data directory is in use")
+
+	// ErrUndeliverable is returned when a message could not reach its part
+	// after being rerouted too many times (see maxHops), which only happens
+	// while parts keep stopping under it.
+	ErrUndeliverable = errors.New("actors: message could not be delivered")
+
+	// ErrNotActive is returned by System.Restart for a part that is not
+	// active.
+	ErrNotActive = errors.New("actors: part is not active")
+)
+
+// PanicError is the error a caller receives when the handler of its message
+// panicked. It wraps ErrPanic.
+type PanicError struct {
+	Path  Path // the part whose handler panicked
+	Value any  // the value passed to panic
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("actors: handler of %s panicked: %v", e.Path, e.Value)
+}
+
+// Unwrap returns ErrPanic, or the panic value itself when it is an error.
+func (e *PanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrPanic, err}
+	}
+	return []error{ErrPanic}
+}

@@ -1,0 +1,353 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fractalrt/fractal/persistence"
+)
+
+// An envelope carries one message to one part.
+type envelope struct {
+	to    Path
+	from  Path // the sending part, for logs; root when sent from outside
+	msg   any
+	ctx   context.Context
+	reply chan result // buffered(1); nil for Send
+
+	hops     int         // times rerouted
+	finished atomic.Bool // answered (see System.finish)
+}
+
+type result struct {
+	val any
+	err error
+}
+
+// restartChild asks a parent to restart one of its children.
+type restartChild struct {
+	child *part
+	done  chan error
+}
+
+// A part is one node of the tree: the state shared by all incarnations of
+// the actor at one path. Fields below mu are owned by the part's mailbox
+// goroutine (protoactor-go runs one message, middleware call included, at a
+// time), except where noted.
+//
+// Goroutine and lock rules: post takes mu for reading; the part takes it for
+// writing only to mark itself stopping. No other lock is held while mu is.
+type part struct {
+	sys    *System
+	path   Path
+	kind   *kindSpec // nil for the guardian
+	parent *part     // nil for the guardian
+	pid    *actor.PID
+
+	mu       sync.RWMutex
+	stopping bool // set once: no message may be posted to pid any more
+
+	alive    bool                   // started and not stopping or restarting
+	current  *envelope              // envelope being received (see MessageReceived)
+	db       *persistence.DB        // nil until the first message after a (re)start
+	handler  Handler                //
+	children map[string]*part       // active children by segment
+	pending  map[string][]*envelope // messages for children that are stopping
+}
+
+// props returns the protoactor-go props of p: its mailbox carries p as
+// middleware, and its supervisor strategy applies to p's children.
+func (p *part) props() *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return (*partActor)(p) },
+		actor.WithMailbox(actor.Unbounded(p)),
+		actor.WithSupervisor(p.sys.strategy),
+	)
+}
+
+func (p *part) logger() *slog.Logger {
+	return p.sys.log.With("path", p.path.String())
+}
+
+// post puts env in p's mailbox unless p is stopping. It is safe from any
+// goroutine. Because stopping is set under the write lock, nothing is posted
+// to a mailbox after its part began to stop, and whatever was posted before
+// is either handled or rerouted (see MessageReceived).
+func (p *part) post(msg any) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.stopping {
+		return false
+	}
+	p.sys.as.Root.Send(p.pid, msg)
+	return true
+}
+
+// partActor is the protoactor-go actor of a part; its state lives in part
+// so that it survives restarts.
+type partActor part
+
+// Receive implements actor.Actor.
+func (a *partActor) Receive(c actor.Context) {
+	p := (*part)(a)
+	switch m := c.Message().(type) {
+	case *envelope:
+		p.receive(c, m)
+	case *restartChild:
+		p.restartChild(c, m)
+	case *actor.Started:
+		p.alive = true
+	case *actor.Restarting:
+		p.alive = false
+		p.closeDB()
+	case *actor.Stopping:
+		p.alive = false
+		p.mu.Lock()
+		p.stopping = true
+		p.mu.Unlock()
+		if p.kind != nil {
+			p.sys.parts.CompareAndDelete(p.path.String(), p)
+		}
+	case *actor.Stopped:
+		p.closeDB()
+		p.failPending()
+		if p.kind == nil {
+			close(p.sys.rootStopped)
+		}
+	case *actor.Terminated:
+		p.childTerminated(c, m.Who)
+	}
+}
+
+// MailboxStarted implements actor.MailboxMiddleware.
+func (p *part) MailboxStarted() {}
+
+// MessagePosted implements actor.MailboxMiddleware.
+func (p *part) MessagePosted(any) {}
+
+// MailboxEmpty implements actor.MailboxMiddleware.
+func (p *part) MailboxEmpty() {}
+
+// MessageReceived implements actor.MailboxMiddleware. It runs on the
+// mailbox goroutine after every message, including the messages that
+// protoactor-go drops without calling Receive because the actor has
+// stopped: an envelope that p did not take is routed again, so a message
+// queued for a part that stops is not lost.
+func (p *part) MessageReceived(msg any) {
+	if env, ok := msg.(*envelope); ok && env != p.current {
+		p.sys.reroute(env)
+	}
+	p.current = nil
+}
+
+func (p *part) receive(c actor.Context, env *envelope) {
+	if !p.alive {
+		return // stopping: MessageReceived reroutes it
+	}
+	p.current = env
+	switch {
+	case env.to == p.path:
+		p.handle(env)
+	case p.path.IsAncestorOf(env.to):
+		p.route(c, env)
+	default:
+		p.sys.reroute(env)
+	}
+}
+
+// route passes env one level down towards its target, activating the child
+// on that level if needed.
+func (p *part) route(c actor.Context, env *envelope) {
+	seg := env.to.Segments()[p.path.Depth()]
+	child := p.children[seg]
+	if child == nil {
+		child = p.spawn(c, seg)
+	}
+	if child.post(env) {
+		return
+	}
+	// The child is stopping: hold the message until it has terminated,
+	// then activate it again (childTerminated).
+	if p.pending == nil {
+		p.pending = make(map[string][]*envelope)
+	}
+	p.pending[seg] = append(p.pending[seg], env)
+}
+
+func (p *part) spawn(c actor.Context, seg string) *part {
+	cp, err := p.path.Child(seg)
+	if err != nil {
+		panic(fmt.Sprintf("actors: routed to invalid child %q of %s: %v", seg, p.path, err)) // paths are validated on entry
+	}
+	k, err := p.sys.tree.match(cp)
+	if err != nil {
+		panic(fmt.Sprintf("actors: routed to %s: %v", cp, err)) // kinds are checked on entry
+	}
+	child := &part{sys: p.sys, path: cp, kind: k, parent: p}
+	child.pid = c.Spawn(child.props())
+	if p.children == nil {
+		p.children = make(map[string]*part)
+	}
+	p.children[seg] = child
+	p.sys.parts.Store(cp.String(), child)
+	return child
+}
+
+func (p *part) childTerminated(c actor.Context, who *actor.PID) {
+	for seg, child := range p.children {
+		if !child.pid.Equal(who) {
+			continue
+		}
+		delete(p.children, seg)
+		held := p.pending[seg]
+		delete(p.pending, seg)
+		for _, env := range held {
+			if p.alive {
+				p.route(c, env)
+			} else {
+				// Restarting or stopping: queue them behind whatever is
+				// in the mailbox; a stopping part reroutes them.
+				p.sys.as.Root.Send(c.Self(), env)
+			}
+		}
+		return
+	}
+}
+
+// failPending reroutes the messages held for children when p itself stops.
+func (p *part) failPending() {
+	for seg, held := range p.pending {
+		delete(p.pending, seg)
+		for _, env := range held {
+			p.sys.reroute(env)
+		}
+	}
+}
+
+func (p *part) restartChild(c actor.Context, m *restartChild) {
+	child := p.children[m.child.path.Name()]
+	if child != m.child || !p.alive {
+		m.done <- fmt.Errorf("%w: %s", ErrNotActive, m.child.path)
+		return
+	}
+	sup, ok := c.(actor.Supervisor)
+	if !ok {
+		m.done <- fmt.Errorf("actors: restart %s: parent context cannot supervise", m.child.path)
+		return
+	}
+	sup.RestartChildren(child.pid)
+	m.done <- nil
+}
+
+// open opens the part's file, applying its kind's migrations, and runs the
+// handler's Activate.
+func (p *part) open() error {
+	if err := p.sys.ensureDir(p.path); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
+	}
+	db, err := persistence.Open(context.Background(), p.path.File(p.sys.dir), &persistence.Options{
+		Sync:       p.sys.opts.Sync,
+		Migrations: p.kind.Migrations,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
+	}
+	h := p.kind.handler(p.path)
+	if h == nil {
+		db.Close()
+		return fmt.Errorf("%w: %s: kind %q returned a nil handler", ErrActivation, p.path, p.kind.Name)
+	}
+	if act, ok := h.(Activator); ok {
+		var out []*envelope
+		err := db.Update(context.Background(), func(tx *persistence.Tx) error {
+			c := &Context{ctx: context.Background(), part: p, tx: tx}
+			defer func() { c.done = true }()
+			err := act.Activate(c)
+			out = c.out
+			return err
+		})
+		if err != nil {
+			db.Close()
+			return fmt.Errorf("%w: %s: activate: %w", ErrActivation, p.path, err)
+		}
+		for _, e := range out {
+			p.sys.dispatch(e)
+		}
+	}
+	p.db, p.handler = db, h
+	p.logger().Debug("part activated", "kind", p.kind.Name, "version", db.Version())
+	return nil
+}
+
+func (p *part) closeDB() {
+	if p.db == nil {
+		return
+	}
+	if err := p.db.Close(); err != nil {
+		p.logger().Error("closing part file", "err", err)
+	}
+	p.db, p.handler = nil, nil
+}
+
+// handle runs env's message in a transaction on p's file. The reply and the
+// messages the handler sent are released only after the commit.
+func (p *part) handle(env *envelope) {
+	if err := env.ctx.Err(); err != nil {
+		p.sys.finish(env, nil, err) // the caller gave up before we began
+		return
+	}
+	if p.db == nil {
+		if err := p.open(); err != nil {
+			p.logger().Warn("activation failed", "err", err)
+			p.sys.finish(env, nil, err)
+			return
+		}
+	}
+	tx, err := p.db.Begin(env.ctx)
+	if err != nil {
+		p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
+		return
+	}
+	c := &Context{ctx: env.ctx, part: p, tx: tx}
+	reply, err, perr := p.call(c, env.msg)
+	c.done = true
+	if perr != nil {
+		// Roll back, answer, then fail: the panic reaches protoactor-go,
+		// which suspends the mailbox and asks the parent to decide.
+		if rerr := tx.Rollback(); rerr != nil {
+			p.logger().Error("rollback after panic", "err", rerr)
+		}
+		p.sys.finish(env, nil, perr)
+		panic(perr)
+	}
+	if err != nil {
+		if rerr := tx.Rollback(); rerr != nil {
+			p.logger().Error("rollback", "err", rerr)
+		}
+		p.sys.finish(env, nil, err)
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		p.sys.finish(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+		return
+	}
+	for _, out := range c.out {
+		p.sys.dispatch(out)
+	}
+	p.sys.finish(env, reply, nil)
+}
+
+// call runs the handler, turning a panic into a *PanicError.
+func (p *part) call(c *Context, msg any) (reply any, err error, perr *PanicError) {
+	defer func() {
+		if v := recover(); v != nil {
+			perr = &PanicError{Path: p.path, Value: v}
+		}
+	}()
+	reply, err = p.handler.Handle(c, msg)
+	return reply, err, nil
+}

@@ -1,0 +1,423 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fractalrt/fractal/persistence"
+)
+
+// lockFileName is the runtime's lock on a data directory. Like every name
+// the runtime keeps in a data directory, it starts with '_', which no
+// encoded segment does.
+const lockFileName = "_fractal.lock"
+
+// maxHops bounds how often one message may be rerouted (because the part it
+// was queued for stopped under it) before its caller gets ErrUndeliverable.
+const maxHops = 64
+
+// Restart intensity used by every parent for its children until supervision
+// is configurable per kind: a part that fails more than maxRestarts times
+// within restartWindow is stopped, and activated again by its next message.
+const (
+	maxRestarts   = 10
+	restartWindow = 10 * time.Second
+)
+
+// Options configure a System. The zero value works, but declares no kinds.
+type Options struct {
+	// Kinds declare the tree: one Kind per level (path pattern). Open
+	// validates them and returns an error wrapping ErrInvalidTree when they
+	// do not form a tree.
+	Kinds []Kind
+
+	// Sync is the durability of a commit: persistence.SyncFull (the zero
+	// value, the default) survives a power loss, persistence.SyncNormal
+	// survives a crash of the process. A reply is released only once its
+	// commit is durable at this level.
+	Sync persistence.SyncMode
+
+	// Logger receives the runtime's logs, protoactor-go's included. Nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// A System is a tree of parts on a data directory. It is safe for
+// concurrent use.
+type System struct {
+	dir  string
+	tree *tree
+	opts Options
+	log  *slog.Logger
+	lock *os.File
+
+	as       *actor.ActorSystem
+	strategy actor.SupervisorStrategy
+	root     *part    // the guardian: parent of the top-level parts, no file
+	parts    sync.Map // Path.String() -> *part, every active part
+
+	inflight    inflight
+	rootStopped chan struct{} // closed when the guardian has stopped
+	done        chan struct{} // closed at the end of Close
+	stopped     atomic.Bool   // guardian stopped: nothing can be delivered
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating it if needed) the data directory dir and returns a
+// System serving the declared kinds. Parts are not opened here: each is
+// activated by the first message sent to it, so Open costs the same whatever
+// the number of parts on disk.
+//
+// Only one System may have a directory open at a time; a second Open returns
+// an error wrapping ErrLocked.
+func Open(ctx context.Context, dir string, opts Options) (*System, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	t, err := newTree(opts.Kinds)
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nil, errors.New("actors: empty data directory")
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("actors: data directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("actors: create data directory: %w", err)
+	}
+	lock, err := lockDir(filepath.Join(dir, lockFileName))
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &System{
+		dir:         dir,
+		tree:        t,
+		opts:        opts,
+		log:         log,
+		lock:        lock,
+		rootStopped: make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	s.inflight.init()
+	s.as = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return log.With("component", "protoactor")
+	}))
+	s.strategy = actor.NewOneForOneStrategy(maxRestarts, restartWindow, func(any) actor.Directive {
+		return actor.RestartDirective
+	})
+	// A message that reaches a part after it stopped (dead letter) is
+	// routed again rather than lost.
+	s.as.EventStream.Subscribe(func(m any) {
+		if dl, ok := m.(*actor.DeadLetterEvent); ok {
+			if env, ok := dl.Message.(*envelope); ok {
+				s.reroute(env)
+			}
+		}
+	})
+	s.root = &part{sys: s}
+	s.root.pid = s.as.Root.Spawn(s.root.props())
+	log.Info("system open", "dir", dir, "kinds", len(opts.Kinds), "sync", opts.Sync.String())
+	return s, nil
+}
+
+// Dir returns the system's data directory, as an absolute path.
+func (s *System) Dir() string { return s.dir }
+
+// Tree returns the declared tree, one kind per line, indented by depth.
+func (s *System) Tree() string { return s.tree.String() }
+
+// target parses and checks a path given by a caller. Nothing is created for
+// a path that fails here.
+func (s *System) target(path string) (Path, error) {
+	p, err := ParsePath(path)
+	if err != nil {
+		return Path{}, err
+	}
+	if _, err := s.tree.match(p); err != nil {
+		return Path{}, err
+	}
+	return p, nil
+}
+
+// Request sends msg to the part at path and waits for its reply, which is
+// released only after the part's transaction for msg has committed. ctx
+// bounds the wait; a message whose ctx is done before its part reaches it is
+// not handled.
+//
+// The error is the handler's own error, or wraps ErrInvalidPath, ErrNoKind,
+// ErrPanic, ErrActivation, persistence.ErrCommit or ErrClosed, or is
+// ctx.Err(). When ctx ends while the message is being handled, the caller
+// cannot know whether it committed.
+func (s *System) Request(ctx context.Context, path string, msg any) (any, error) {
+	p, err := s.target(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	env := &envelope{to: p, msg: msg, ctx: ctx, reply: make(chan result, 1)}
+	if !s.inflight.begin() {
+		return nil, ErrClosed
+	}
+	s.deliver(env)
+	select {
+	case r := <-env.reply:
+		return r.val, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.done:
+		return nil, ErrClosed
+	}
+}
+
+// Send sends msg to the part at path without waiting. Delivery is at most
+// once: an error of the handler is logged, not returned.
+func (s *System) Send(path string, msg any) error {
+	p, err := s.target(path)
+	if err != nil {
+		return err
+	}
+	if !s.inflight.begin() {
+		return ErrClosed
+	}
+	s.deliver(&envelope{to: p, msg: msg, ctx: context.Background()})
+	return nil
+}
+
+// Restart restarts the active part at path as its parent does after a
+// failure: the part's file is closed, its active children are stopped, and
+// it is started again from its file. Messages already queued for it are
+// handled after the restart. It returns an error wrapping ErrNotActive when
+// the part is not active.
+func (s *System) Restart(ctx context.Context, path string) error {
+	p, err := s.target(path)
+	if err != nil {
+		return err
+	}
+	v, ok := s.parts.Load(p.String())
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotActive, p)
+	}
+	child := v.(*part)
+	done := make(chan error, 1)
+	if !s.inflight.begin() {
+		return ErrClosed
+	}
+	defer s.inflight.end()
+	if !child.parent.post(&restartChild{child: child, done: done}) {
+		return fmt.Errorf("%w: %s", ErrNotActive, p)
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrClosed
+	}
+}
+
+// deliver posts env to its part if active, else to its nearest active
+// ancestor, which activates the next level down. Looking a part up never
+// passes through its ancestors' mailboxes.
+func (s *System) deliver(env *envelope) {
+	if s.stopped.Load() {
+		s.finish(env, nil, ErrClosed)
+		return
+	}
+	for p := env.to; !p.IsRoot(); p = p.Parent() {
+		if v, ok := s.parts.Load(p.String()); ok && v.(*part).post(env) {
+			return
+		}
+	}
+	if !s.root.post(env) {
+		s.finish(env, nil, ErrClosed)
+	}
+}
+
+// reroute delivers again a message that its part could not handle because
+// it was stopping.
+func (s *System) reroute(env *envelope) {
+	env.hops++
+	if env.hops > maxHops {
+		s.finish(env, nil, fmt.Errorf("%w: %s: rerouted %d times", ErrUndeliverable, env.to, maxHops))
+		return
+	}
+	s.deliver(env)
+}
+
+// dispatch delivers a message sent by a handler, after its commit.
+func (s *System) dispatch(env *envelope) {
+	s.inflight.add()
+	s.deliver(env)
+}
+
+// finish answers env, once. Every envelope is finished exactly once: that is
+// what Close waits for.
+func (s *System) finish(env *envelope, val any, err error) {
+	if env.finished.Swap(true) {
+		return
+	}
+	if env.reply != nil {
+		env.reply <- result{val, err}
+	} else if err != nil {
+		s.log.Warn("message dropped", "to", env.to.String(), "from", env.from.String(), "type", fmt.Sprintf("%T", env.msg), "err", err)
+	}
+	s.inflight.end()
+}
+
+// Close stops every part, leaves first, and closes every file, after
+// waiting (within ctx) for the messages already accepted to be handled,
+// including the messages their handlers send. New requests fail with
+// ErrClosed from the moment Close is called. Calling Close again returns the
+// first call's result.
+func (s *System) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() { s.closeErr = s.close(ctx) })
+	return s.closeErr
+}
+
+func (s *System) close(ctx context.Context) error {
+	var errs []error
+	if err := s.inflight.drain(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("actors: close: waiting for messages in flight: %w", err))
+	}
+	// Stopping the guardian stops its children first, and theirs before
+	// them: protoactor-go finalizes a parent's stop only after all its
+	// children have terminated, so files close leaves first.
+	s.as.Root.Stop(s.root.pid)
+	select {
+	case <-s.rootStopped:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("actors: close: parts still stopping: %w", ctx.Err()))
+	}
+	s.stopped.Store(true)
+	close(s.done)
+	s.as.Shutdown()
+	if err := unlockDir(s.lock); err != nil {
+		errs = append(errs, err)
+	}
+	s.log.Info("system closed", "dir", s.dir)
+	return errors.Join(errs...)
+}
+
+// ensureDir creates the directory of the part at p and any missing
+// ancestors. With SyncFull each new directory's parent is synced, so that the
+// new entry survives a power loss along with the file created in it.
+func (s *System) ensureDir(p Path) error {
+	dir := p.Dir(s.dir)
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	cur := s.dir
+	for _, seg := range p.Segments() {
+		next := filepath.Join(cur, EncodeSegment(seg))
+		err := os.Mkdir(next, 0o755)
+		switch {
+		case err == nil:
+			if s.opts.Sync == persistence.SyncFull {
+				if err := syncDir(cur); err != nil {
+					return err
+				}
+			}
+		case !errors.Is(err, fs.ErrExist):
+			return fmt.Errorf("actors: create directory of %s: %w", p, err)
+		}
+		cur = next
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("actors: sync directory: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("actors: sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// inflight counts the messages accepted and not yet finished, so that Close
+// can wait for them. Messages sent by handlers are counted before the
+// message that sent them finishes, so the count cannot reach zero while
+// work that was accepted is still under way.
+type inflight struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	zero    chan struct{} // closed once n is zero while closing
+	zeroed  bool          // zero is closed
+}
+
+func (f *inflight) init() { f.zero = make(chan struct{}) }
+
+// begin counts a message from outside; it fails once Close has begun.
+func (f *inflight) begin() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing {
+		return false
+	}
+	f.n++
+	return true
+}
+
+// add counts a message sent by a handler, which is accepted while closing.
+func (f *inflight) add() {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	f.signal()
+}
+
+// signal closes zero when closing and nothing is in flight; f.mu is held.
+func (f *inflight) signal() {
+	if f.n == 0 && f.closing && !f.zeroed {
+		f.zeroed = true
+		close(f.zero)
+	}
+}
+
+func (f *inflight) drain(ctx context.Context) error {
+	f.mu.Lock()
+	f.closing = true
+	f.signal()
+	f.mu.Unlock()
+	select {
+	case <-f.zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,173 @@
+// Command mail is fractal's flagship example: a mail system in which the
+// whole routes between domains, each domain routes between its mailboxes,
+// and each mailbox keeps its own mail in its own SQLite file.
+//
+//	go run ./examples/mail -data DIR
+//
+// runs a scripted demo, prints what happened, and exits 0, leaving one
+// SQLite file per part under DIR.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fractalrt/fractal/actors"
+)
+
+func main() {
+	data := flag.String("data", filepath.Join("data", "mail"), "data directory (created if missing)")
+	verbose := flag.Bool("v", false, "log the runtime's events to stderr")
+	flag.Parse()
+	logger := slog.New(slog.DiscardHandler)
+	if *verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if err := run(context.Background(), os.Stdout, *data, logger); err != nil {
+		fmt.Fprintln(os.Stderr, "mail:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	opts := actors.Options{Kinds: kinds(), Logger: logger}
+	sys, err := actors.Open(ctx, dir, opts)
+	if err != nil {
+		return err
+	}
+	defer sys.Close(ctx)
+	fmt.Fprintf(w, "fractal mail: data directory %s\n\nthe tree:\n%s\n", sys.Dir(), sys.Tree())
+
+	step := func(format string, args ...any) { fmt.Fprintf(w, "- "+format+"\n", args...) }
+
+	// Accounts live in their domain's file.
+	for _, a := range []string{"alice@example.org", "bob@example.org", "carol@example.net"} {
+		domain, _ := domainOf(a)
+		if _, err := sys.Request(ctx, "mail/"+domain, Register{Address: a}); err != nil {
+			return err
+		}
+		step("registered %s in mail/%s", a, domain)
+	}
+
+	// Within a domain: alice -> example.org -> bob. The reply (the id) is
+	// released only after alice's file has committed the message.
+	id1, err := sys.Request(ctx, "mail/example.org/alice@example.org",
+		Submit{To: "bob@example.org", Subject: "lunch?", Body: "Noon at the usual place."})
+	if err != nil {
+		return err
+	}
+	step("alice -> bob: %s committed in alice's file; it travels alice -> mail/example.org -> bob", id1)
+
+	// Across domains: alice -> example.org -> mail -> example.net -> carol.
+	id2, err := sys.Request(ctx, "mail/example.org/alice@example.org",
+		Submit{To: "carol@example.net", Subject: "hello", Body: "Greetings from example.org."})
+	if err != nil {
+		return err
+	}
+	step("alice -> carol: %s crosses domains: alice -> mail/example.org -> mail -> mail/example.net -> carol", id2)
+
+	// To an unknown account: the domain bounces it back.
+	id3, err := sys.Request(ctx, "mail/example.net/carol@example.net",
+		Submit{To: "nobody@example.org", Subject: "anyone?", Body: "Is this thing on?"})
+	if err != nil {
+		return err
+	}
+	step("carol -> nobody@example.org: %s will bounce", id3)
+
+	if err := waitFor(ctx, func() (bool, error) {
+		bob, err := inbox(ctx, sys, "mail/example.org/bob@example.org")
+		if err != nil {
+			return false, err
+		}
+		carol, err := inbox(ctx, sys, "mail/example.net/carol@example.net")
+		if err != nil {
+			return false, err
+		}
+		sent, err := sys.Request(ctx, "mail/example.net/carol@example.net", ListSent{})
+		if err != nil {
+			return false, err
+		}
+		bounced := slices.ContainsFunc(sent.([]Sent), func(s Sent) bool { return s.ID == id3 && s.Bounced != "" })
+		return hasID(bob, id1.(string)) && hasID(carol, id2.(string)) && bounced, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for deliveries: %w", err)
+	}
+	step("delivered: bob has %s, carol has %s, carol's %s bounced", id1, id2, id3)
+
+	// Bad input changes nothing.
+	_, err = sys.Request(ctx, "../../etc/passwd", List{})
+	step("request to ../../etc/passwd: %v (invalid path: %t)", err, errors.Is(err, actors.ErrInvalidPath))
+	_, err = sys.Request(ctx, "mail/example.org/bob@example.org", Submit{To: "not an address"})
+	step("submit to \"not an address\": %v (rolled back, nothing sent)", err)
+	_, err = sys.Request(ctx, "mail/example.org/bob@example.org", "hello?")
+	step("a string message: %v (unknown type: %t)", err, errors.Is(err, actors.ErrUnknownMessage))
+
+	// Close, reopen: every part comes back with its state.
+	if err := sys.Close(ctx); err != nil {
+		return err
+	}
+	sys, err = actors.Open(ctx, dir, opts)
+	if err != nil {
+		return err
+	}
+	defer sys.Close(ctx)
+	bob, err := inbox(ctx, sys, "mail/example.org/bob@example.org")
+	if err != nil {
+		return err
+	}
+	step("after close and reopen, bob's inbox holds %d letter(s):", len(bob))
+	for _, l := range bob {
+		fmt.Fprintf(w, "    %s from %s: %q\n", l.ID, l.From, l.Subject)
+	}
+	if err := sys.Close(ctx); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(w, "\nfiles (one SQLite file per part):\n")
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "_part.db" {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		fmt.Fprintf(w, "    %s\n", rel)
+		return nil
+	})
+}
+
+func inbox(ctx context.Context, sys *actors.System, path string) ([]Letter, error) {
+	r, err := sys.Request(ctx, path, List{})
+	if err != nil {
+		return nil, err
+	}
+	return r.([]Letter), nil
+}
+
+func hasID(ls []Letter, id string) bool {
+	return slices.ContainsFunc(ls, func(l Letter) bool { return l.ID == id })
+}
+
+// waitFor polls cond until it holds or ctx ends.
+func waitFor(ctx context.Context, cond func() (bool, error)) error {
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		ok, err := cond()
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
