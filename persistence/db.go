@@ -1,0 +1,526 @@
+package persistence
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+)
+
+// DefaultBusyTimeout is the busy timeout used when [Options.BusyTimeout] is
+// zero: how long a statement waits for a lock held by another connection to
+// the same file before failing with SQLITE_BUSY.
+const DefaultBusyTimeout = 5 * time.Second
+
+// SyncMode selects how hard SQLite works to make a commit durable. It sets
+// PRAGMA synchronous. The zero value is [SyncFull].
+type SyncMode int
+
+const (
+	// SyncFull (PRAGMA synchronous=FULL) syncs the write-ahead log on every
+	// commit: a commit that returned survives a power loss or an operating
+	// system crash. It is the default.
+	SyncFull SyncMode = iota
+	// SyncNormal (PRAGMA synchronous=NORMAL) syncs only at checkpoints: a
+	// commit that returned survives a crash of the process, but the last
+	// commits may be lost (never corrupted) on power loss.
+	SyncNormal
+)
+
+// String returns the PRAGMA synchronous value for m: "FULL" or "NORMAL", or
+// "SyncMode(n)" for an invalid value.
+func (m SyncMode) String() string {
+	switch m {
+	case SyncFull:
+		return "FULL"
+	case SyncNormal:
+		return "NORMAL"
+	default:
+		return "SyncMode(" + strconv.Itoa(int(m)) + ")"
+	}
+}
+
+// Migration is one step of a file's schema history. Migration i of
+// [Options.Migrations] brings the schema version (PRAGMA user_version) from
+// i to i+1.
+type Migration struct {
+	// Name identifies the migration in errors.
+	Name string
+	// SQL is executed when Func is nil. It may hold several statements
+	// separated by semicolons.
+	SQL string
+	// Func, when not nil, performs the migration in Go inside the migration
+	// transaction. It must not call [Tx.Commit] or [Tx.Rollback]; returning
+	// an error aborts all pending migrations.
+	Func func(tx *Tx) error
+}
+
+// Options configures [Open]. A nil *Options and the zero value both select
+// the defaults: [SyncFull], [DefaultBusyTimeout], no migrations, read-write.
+type Options struct {
+	// Sync selects the durability of commits (PRAGMA synchronous).
+	Sync SyncMode
+	// BusyTimeout bounds how long a statement waits for a lock held by
+	// another connection (PRAGMA busy_timeout). Zero means
+	// [DefaultBusyTimeout]; it must not be negative.
+	BusyTimeout time.Duration
+	// Migrations is the ordered schema history of the file: migration i
+	// brings PRAGMA user_version from i to i+1. Open applies the pending
+	// ones and refuses a file whose version is greater than
+	// len(Migrations) with an error wrapping [ErrSchemaTooNew].
+	Migrations []Migration
+	// ReadOnly opens an existing file for reading only: the file must exist
+	// (otherwise the error wraps [fs.ErrNotExist]), migrations are not
+	// applied, no pragma that writes to the file is issued, and every
+	// write fails. If Migrations is not empty, a file whose version is
+	// greater than len(Migrations) is still refused with
+	// [ErrSchemaTooNew]; a file with pending migrations is opened as is
+	// (see [DB.Version]).
+	ReadOnly bool
+}
+
+// DB is one SQLite database file, accessed through a single connection. It
+// is safe for concurrent use: transactions are serialized, [DB.Begin]
+// waiting for the current one to end.
+type DB struct {
+	path     string
+	readOnly bool
+	version  int
+
+	sqlDB *sql.DB
+	conn  *sql.Conn
+
+	// slot holds one token while a transaction, a checkpoint or an
+	// integrity check uses the connection; Begin waits for it.
+	slot chan struct{}
+	// closing is closed by Close to wake up waiters on slot.
+	closing chan struct{}
+	closed  atomic.Bool
+	// aborted is set by SQLite's rollback hook: the open transaction (if
+	// any) has been rolled back, possibly by SQLite itself after an error.
+	// begin clears it once BEGIN has succeeded.
+	aborted atomic.Bool
+
+	// mu serializes statements issued on conn by this package and guards
+	// cur and the state of the Tx and Savepoint values.
+	mu  sync.Mutex
+	cur *Tx
+}
+
+// Open opens the SQLite file at path, creating it unless opts.ReadOnly is
+// set, configures the connection (see the package documentation for the
+// pragmas) and applies the pending migrations of opts atomically.
+//
+// Open does not create missing parent directories. When it creates the file,
+// it syncs the parent directory before returning, so that the new directory
+// entry survives a power loss.
+//
+// Errors wrap [ErrSchemaTooNew] when the file is newer than opts.Migrations
+// (the file is then left untouched), [ErrMigration] when a migration fails
+// (the file keeps its previous version), [ErrCorrupt] when the file is not
+// a SQLite database, and [fs.ErrNotExist] when a read-only file or the
+// parent directory is missing.
+func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Sync != SyncFull && o.Sync != SyncNormal {
+		return nil, fmt.Errorf("persistence: open %s: invalid sync mode %v", path, o.Sync)
+	}
+	if o.BusyTimeout < 0 {
+		return nil, fmt.Errorf("persistence: open %s: negative busy timeout %v", path, o.BusyTimeout)
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if path == "" {
+		return nil, errors.New("persistence: open: empty path")
+	}
+
+	created := false
+	if _, err := os.Stat(path); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("persistence: open %s: %w", path, err)
+		}
+		if o.ReadOnly {
+			return nil, fmt.Errorf("persistence: open %s read-only: %w", path, err)
+		}
+		if _, err := os.Stat(filepath.Dir(path)); err != nil {
+			return nil, fmt.Errorf("persistence: open %s: parent directory: %w", path, err)
+		}
+		created = true
+	}
+
+	dsn, err := fileURI(path, o.ReadOnly)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open %s: %w", path, err)
+	}
+	sqlDB, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open %s: %w", path, err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	sqlDB.SetMaxIdleConns(1)
+	sqlDB.SetConnMaxLifetime(0)
+	sqlDB.SetConnMaxIdleTime(0)
+
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("persistence: open %s: connect: %w", path, classify(err))
+	}
+
+	db := &DB{
+		path:     path,
+		readOnly: o.ReadOnly,
+		sqlDB:    sqlDB,
+		conn:     conn,
+		slot:     make(chan struct{}, 1),
+		closing:  make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		// Also runs when a migration panics.
+		if !ok {
+			db.abandon()
+		}
+	}()
+	if err := db.setup(ctx, &o, created); err != nil {
+		return nil, err
+	}
+	ok = true
+	return db, nil
+}
+
+// setup runs the Open sequence on a fresh connection: pragmas, schema version
+// check, migrations and, for a new file, the parent directory sync.
+func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
+	if err := db.registerRollbackHook(); err != nil {
+		return fmt.Errorf("persistence: open %s: %w", db.path, err)
+	}
+	// busy_timeout first: every later statement may need to wait for a
+	// lock held by another connection.
+	if err := db.execSetup(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10)); err != nil {
+		return err
+	}
+	if db.readOnly {
+		if err := db.execSetup(ctx, "PRAGMA query_only = 1"); err != nil {
+			return err
+		}
+	}
+
+	// The version check comes before anything that could write to the
+	// file (journal_mode=WAL converts it), so that a file written by a
+	// newer program is left exactly as it was.
+	version, err := db.userVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if (!db.readOnly || len(o.Migrations) > 0) && version > len(o.Migrations) {
+		return db.tooNew(version, len(o.Migrations))
+	}
+	db.version = version
+	if db.readOnly {
+		return nil
+	}
+
+	var mode string
+	if err := db.conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("persistence: open %s: set journal_mode: %w", db.path, classify(err))
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("persistence: open %s: journal_mode is %q, want \"wal\"", db.path, mode)
+	}
+	if err := db.execSetup(ctx, "PRAGMA synchronous = "+o.Sync.String()); err != nil {
+		return err
+	}
+	if err := db.execSetup(ctx, "PRAGMA foreign_keys = ON"); err != nil {
+		return err
+	}
+
+	if version < len(o.Migrations) {
+		if err := db.migrate(ctx, o.Migrations); err != nil {
+			return err
+		}
+	}
+
+	if created {
+		if err := syncDir(filepath.Dir(db.path)); err != nil {
+			return fmt.Errorf("persistence: open %s: sync parent directory: %w", db.path, err)
+		}
+	}
+	return nil
+}
+
+// execSetup executes one configuration statement of Open.
+func (db *DB) execSetup(ctx context.Context, stmt string) error {
+	if _, err := db.conn.ExecContext(ctx, stmt); err != nil {
+		return fmt.Errorf("persistence: open %s: %s: %w", db.path, stmt, classify(err))
+	}
+	return nil
+}
+
+// userVersion reads PRAGMA user_version.
+func (db *DB) userVersion(ctx context.Context) (int, error) {
+	var v int
+	if err := db.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("persistence: open %s: read user_version: %w", db.path, classify(err))
+	}
+	return v, nil
+}
+
+func (db *DB) tooNew(version, known int) error {
+	return fmt.Errorf("%w: %s is at schema version %d, this program knows versions up to %d",
+		ErrSchemaTooNew, db.path, version, known)
+}
+
+// registerRollbackHook makes SQLite report every transaction rollback, in
+// particular the ones it performs on its own after a failed statement, so
+// that the open Tx stops issuing statements that would otherwise run
+// outside any transaction.
+func (db *DB) registerRollbackHook() error {
+	type rollbackHooker interface {
+		RegisterRollbackHook(sqlite.RollbackHookFn)
+	}
+	return db.conn.Raw(func(dc any) error {
+		h, ok := dc.(rollbackHooker)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no rollback hook", dc)
+		}
+		h.RegisterRollbackHook(func() { db.aborted.Store(true) })
+		return nil
+	})
+}
+
+// abandon releases the connection of a DB whose Open failed.
+func (db *DB) abandon() {
+	db.closed.Store(true)
+	_ = db.conn.Close()
+	_ = db.sqlDB.Close()
+}
+
+// Path returns the path given to [Open]. It keeps working after Close.
+func (db *DB) Path() string { return db.path }
+
+// Version returns the schema version of the file (PRAGMA user_version) as
+// it was once Open had applied the migrations. For a read-only DB it is the
+// version found in the file. It keeps working after Close.
+func (db *DB) Version() int { return db.version }
+
+// acquire takes the connection slot, waiting for the current transaction
+// to end. It fails with ctx's error or with ErrClosed.
+func (db *DB) acquire(ctx context.Context) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	select {
+	case db.slot <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.closing:
+		return ErrClosed
+	}
+}
+
+// release gives the connection slot back.
+func (db *DB) release() { <-db.slot }
+
+// Checkpoint copies the content of the write-ahead log into the database
+// file and truncates the log (PRAGMA wal_checkpoint(TRUNCATE)). It waits for
+// the current transaction to end. It fails on a read-only DB.
+func (db *DB) Checkpoint(ctx context.Context) error {
+	if err := db.acquire(ctx); err != nil {
+		return wrapAcquire("checkpoint", err)
+	}
+	defer db.release()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	if db.readOnly {
+		return fmt.Errorf("persistence: checkpoint %s: database is opened read-only", db.path)
+	}
+	return db.checkpointLocked(ctx)
+}
+
+func (db *DB) checkpointLocked(ctx context.Context) error {
+	var busy, logFrames, checkpointed int
+	err := db.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &checkpointed)
+	if err != nil {
+		return fmt.Errorf("persistence: checkpoint %s: %w", db.path, classify(err))
+	}
+	if busy != 0 {
+		return fmt.Errorf("persistence: checkpoint %s: incomplete, another connection holds the database (%d of %d frames copied)",
+			db.path, checkpointed, logFrames)
+	}
+	return nil
+}
+
+// maxIntegrityProblems bounds the problems IntegrityCheck reports.
+const maxIntegrityProblems = 10
+
+// IntegrityCheck runs PRAGMA integrity_check on the file. It returns nil
+// when SQLite answers "ok", and otherwise an error wrapping [ErrCorrupt]
+// that lists the first problems found. It waits for the current transaction
+// to end.
+func (db *DB) IntegrityCheck(ctx context.Context) error {
+	if err := db.acquire(ctx); err != nil {
+		return wrapAcquire("integrity check", err)
+	}
+	defer db.release()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed.Load() {
+		return ErrClosed
+	}
+
+	rows, err := db.conn.QueryContext(ctx, "PRAGMA integrity_check("+strconv.Itoa(maxIntegrityProblems)+")")
+	if err != nil {
+		return fmt.Errorf("persistence: integrity check %s: %w", db.path, classify(err))
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return fmt.Errorf("persistence: integrity check %s: %w", db.path, classify(err))
+		}
+		for _, line := range strings.Split(s, "\n") {
+			if line = strings.TrimSpace(line); line != "" && len(problems) < maxIntegrityProblems {
+				problems = append(problems, line)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("persistence: integrity check %s: %w", db.path, classify(err))
+	}
+	if len(problems) == 1 && problems[0] == "ok" {
+		return nil
+	}
+	if len(problems) == 0 {
+		return fmt.Errorf("%w: %s: integrity check returned no result", ErrCorrupt, db.path)
+	}
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, db.path, strings.Join(problems, "; "))
+}
+
+// Close ends the DB. If a transaction is open it is rolled back first;
+// unless the DB is read-only, the write-ahead log is then checkpointed and
+// truncated, and the connection closed, which lets SQLite remove the -wal
+// and -shm files. After Close every method returns [ErrClosed]. Close is
+// safe to call more than once and concurrently: only the first call does
+// the work, the others return nil at once.
+func (db *DB) Close() error {
+	if !db.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(db.closing)
+
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	var errs []error
+	if tx := db.cur; tx != nil {
+		if err := db.rollbackLocked(); err != nil {
+			errs = append(errs, fmt.Errorf("roll back open transaction: %w", err))
+		}
+		db.finishLocked(tx)
+	}
+	if !db.readOnly {
+		if err := db.checkpointLocked(context.Background()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := db.conn.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := db.sqlDB.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("persistence: close %s: %w", db.path, errors.Join(errs...))
+	}
+	return nil
+}
+
+// CheckFile opens the file at path read-only, runs [DB.IntegrityCheck] and
+// closes it. The error wraps [ErrCorrupt] when the file is damaged or is not
+// a SQLite database, and [fs.ErrNotExist] when it is missing.
+//
+// Reading a file in WAL mode requires its -shm index: a read-only
+// connection may leave empty -wal and -shm files next to the database,
+// which the next read-write [DB.Close] removes.
+func CheckFile(ctx context.Context, path string) error {
+	db, err := Open(ctx, path, &Options{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	checkErr := db.IntegrityCheck(ctx)
+	closeErr := db.Close()
+	return errors.Join(checkErr, closeErr)
+}
+
+// wrapAcquire adds context to an error of acquire, keeping ErrClosed bare.
+func wrapAcquire(op string, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("persistence: %s: %w", op, err)
+}
+
+// SQLite primary result codes this package interprets.
+const (
+	sqliteError   = 1
+	sqliteCorrupt = 11
+	sqliteNotADB  = 26
+)
+
+// sqliteCode returns the primary SQLite result code of err, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+// classify wraps err with ErrCorrupt when SQLite reported a damaged file or
+// a file that is not a database.
+func classify(err error) error {
+	switch sqliteCode(err) {
+	case sqliteCorrupt, sqliteNotADB:
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return err
+}
+
+// fileURI returns the driver DSN for path: a SQLite URI filename
+// (https://www.sqlite.org/uri.html), so that mode=ro is honoured and a
+// read-only open never creates the file.
+func fileURI(path string, readOnly bool) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // Windows volume: file:///C:/dir/file
+	}
+	p = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
+	mode := "rwc"
+	if readOnly {
+		mode = "ro"
+	}
+	return "file://" + p + "?mode=" + mode, nil
+}
