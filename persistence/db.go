@@ -85,13 +85,20 @@ type Options struct {
 	// write fails. If Migrations is not empty, a file whose version is
 	// greater than len(Migrations) is still refused with
 	// [ErrSchemaTooNew]; a file with pending migrations is opened as is
-	// (see [DB.Version]).
+	// (see [DB.Version]). Reading a file in WAL mode needs its -shm index:
+	// a read-only DB may leave empty -wal and -shm files next to the
+	// database, which the next read-write [DB.Close] removes.
 	ReadOnly bool
 }
 
 // DB is one SQLite database file, accessed through a single connection. It
 // is safe for concurrent use: transactions are serialized, [DB.Begin]
 // waiting for the current one to end.
+//
+// Because of that, a goroutine holding a [Tx] must not call Begin, Update,
+// View, Checkpoint or IntegrityCheck on the same DB before ending it: the
+// call would wait for the goroutine's own transaction until its context is
+// done.
 type DB struct {
 	path     string
 	readOnly bool
@@ -211,7 +218,8 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 	}
 	// busy_timeout first: every later statement may need to wait for a
 	// lock held by another connection.
-	if err := db.execSetup(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(o.BusyTimeout.Milliseconds(), 10)); err != nil {
+	busyMillis := (o.BusyTimeout + time.Millisecond - 1) / time.Millisecond
+	if err := db.execSetup(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(int64(busyMillis), 10)); err != nil {
 		return err
 	}
 	if db.readOnly {
@@ -323,6 +331,9 @@ func (db *DB) Version() int { return db.version }
 func (db *DB) acquire(ctx context.Context) error {
 	if db.closed.Load() {
 		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	select {
 	case db.slot <- struct{}{}:
@@ -458,9 +469,8 @@ func (db *DB) Close() error {
 // closes it. The error wraps [ErrCorrupt] when the file is damaged or is not
 // a SQLite database, and [fs.ErrNotExist] when it is missing.
 //
-// Reading a file in WAL mode requires its -shm index: a read-only
-// connection may leave empty -wal and -shm files next to the database,
-// which the next read-write [DB.Close] removes.
+// Like any read-only DB, it may leave empty -wal and -shm files next to a
+// WAL-mode database (see [Options.ReadOnly]).
 func CheckFile(ctx context.Context, path string) error {
 	db, err := Open(ctx, path, &Options{ReadOnly: true})
 	if err != nil {

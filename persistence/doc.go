@@ -1,7 +1,6 @@
 // Package persistence owns one SQLite database file: it opens it with
 // durable settings, brings its schema up to date with ordered migrations,
-// and runs transactions on it one at a time, so that a commit that
-// returned is on disk.
+// and runs transactions on it one at a time.
 //
 // The package knows nothing of its users: it is a small layer over
 // database/sql and the pure Go SQLite driver modernc.org/sqlite. A [DB]

@@ -59,7 +59,9 @@ type Savepoint struct {
 // is taken at once and COMMIT cannot fail for lack of it). On a read-only DB
 // it starts a read transaction (BEGIN). Only one transaction is open at a
 // time: Begin waits for the current one to end, or for ctx to be done. The
-// caller must end the returned Tx with [Tx.Commit] or [Tx.Rollback].
+// caller must end the returned Tx with [Tx.Commit] or [Tx.Rollback]; until
+// then every other transaction of the DB waits. The statements of the Tx
+// run with ctx: once it is done they fail, and Commit rolls back.
 func (db *DB) Begin(ctx context.Context) (*Tx, error) {
 	return db.begin(ctx, modeWrite, false)
 }
