@@ -313,7 +313,7 @@ func (p *part) handle(env *envelope) {
 		return
 	}
 	c := &Context{ctx: env.ctx, part: p, tx: tx}
-	reply, err, perr := p.call(c, env.msg)
+	reply, perr, err := p.call(c, env.msg)
 	c.done = true
 	if perr != nil {
 		// Roll back, answer, then fail: the panic reaches protoactor-go,
@@ -342,12 +342,12 @@ func (p *part) handle(env *envelope) {
 }
 
 // call runs the handler, turning a panic into a *PanicError.
-func (p *part) call(c *Context, msg any) (reply any, err error, perr *PanicError) {
+func (p *part) call(c *Context, msg any) (reply any, perr *PanicError, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			perr = &PanicError{Path: p.path, Value: v}
 		}
 	}()
 	reply, err = p.handler.Handle(c, msg)
-	return reply, err, nil
+	return reply, nil, err
 }

@@ -20,10 +20,10 @@ import (
 // lowercase ASCII letters and digits may use all 255 bytes).
 const MaxSegmentBytes = 255
 
-// partFileName is the name of the runtime's own database file inside the
+// PartFileName is the name of the runtime's own database file inside the
 // directory of a part. Names starting with '_' are never produced by
 // [EncodeSegment], so this file cannot clash with a child directory.
-const partFileName = "_part.db"
+const PartFileName = "_part.db"
 
 // ErrInvalidPath is the sentinel wrapped by every error reporting a
 // malformed path, segment, relative reference or encoded file name.
@@ -490,7 +490,7 @@ func (p Path) File(dataDir string) string {
 	if p.s == "" {
 		return ""
 	}
-	return filepath.Join(p.Dir(dataDir), partFileName)
+	return filepath.Join(p.Dir(dataDir), PartFileName)
 }
 
 // PathFromDir returns the path of the part whose directory is dir inside

@@ -218,8 +218,8 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 	}
 	// busy_timeout first: every later statement may need to wait for a
 	// lock held by another connection.
-	busyMillis := (o.BusyTimeout + time.Millisecond - 1) / time.Millisecond
-	if err := db.execSetup(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(int64(busyMillis), 10)); err != nil {
+	busyMs := int64((o.BusyTimeout + time.Millisecond - 1) / time.Millisecond)
+	if err := db.execSetup(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(busyMs, 10)); err != nil {
 		return err
 	}
 	if db.readOnly {

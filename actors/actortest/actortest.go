@@ -207,7 +207,7 @@ func CheckDir(t testing.TB, dir string) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || d.Name() != "_part.db" {
+		if d.IsDir() || d.Name() != actors.PartFileName {
 			return nil
 		}
 		if err := persistence.CheckFile(ctx, path); err != nil {

@@ -136,7 +136,7 @@ func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) erro
 
 	fmt.Fprintf(w, "\nfiles (one SQLite file per part):\n")
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || d.Name() != "_part.db" {
+		if err != nil || d.IsDir() || d.Name() != actors.PartFileName {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
