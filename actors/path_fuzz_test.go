@@ -131,8 +131,8 @@ func checkValidPath(t *testing.T, p Path) {
 			continue
 		}
 		checkInside(t, base, file, false)
-		if filepath.Dir(file) != dir || filepath.Base(file) != partFileName {
-			t.Fatalf("File(%q) of %q = %q, not %q in %q", base, p, file, partFileName, dir)
+		if filepath.Dir(file) != dir || filepath.Base(file) != PartFileName {
+			t.Fatalf("File(%q) of %q = %q, not %q in %q", base, p, file, PartFileName, dir)
 		}
 	}
 }
