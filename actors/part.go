@@ -256,17 +256,26 @@ func (p *part) open() error {
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
 	}
-	h := p.kind.handler(p.path)
+	h, err := p.newHandler()
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
+	}
 	if h == nil {
 		db.Close()
 		return fmt.Errorf("%w: %s: kind %q returned a nil handler", ErrActivation, p.path, p.kind.Name)
 	}
 	if act, ok := h.(Activator); ok {
 		var out []*envelope
-		err := db.Update(context.Background(), func(tx *persistence.Tx) error {
+		err := db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
 			c := &Context{ctx: context.Background(), part: p, tx: tx}
-			defer func() { c.done = true }()
-			err := act.Activate(c)
+			defer func() {
+				c.done = true
+				if v := recover(); v != nil {
+					err = &PanicError{Path: p.path, Value: v}
+				}
+			}()
+			err = act.Activate(c)
 			out = c.out
 			return err
 		})
@@ -281,6 +290,17 @@ func (p *part) open() error {
 	p.db, p.handler = db, h
 	p.logger().Debug("part activated", "kind", p.kind.Name, "version", db.Version())
 	return nil
+}
+
+// newHandler calls the kind's constructor, turning a panic into an error:
+// a part that cannot be activated answers its messages with that error.
+func (p *part) newHandler() (h Handler, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Path: p.path, Value: v}
+		}
+	}()
+	return p.kind.handler(p.path), nil
 }
 
 func (p *part) closeDB() {

@@ -465,3 +465,37 @@ func TestParentRestartLosesNoQueuedMessage(t *testing.T) {
 	}
 	actortest.Eventually(t, func() bool { return counter(t, h, "c/a/x") == n })
 }
+
+type panicky struct{ inNew, inActivate bool }
+
+func (k panicky) Activate(*actors.Context) error {
+	if k.inActivate {
+		panic("test: Activate panicked")
+	}
+	return nil
+}
+
+func (panicky) Handle(c *actors.Context, msg any) (any, error) { return counterHandler(c, msg) }
+
+// A kind whose constructor or Activate panics fails its activation: the
+// caller gets an error wrapping ErrActivation and ErrPanic, not a hang.
+func TestActivationPanicIsAnError(t *testing.T) {
+	for _, k := range []panicky{{inNew: true}, {inActivate: true}} {
+		h := actortest.New(t, actors.Options{Kinds: []actors.Kind{{
+			Name: "top", Pattern: "p", Migrations: counterMigrations,
+			New: func(actors.Path) actors.Handler {
+				if k.inNew {
+					panic("test: New panicked")
+				}
+				return k
+			},
+		}}})
+		_, err := h.Request("p", add{1})
+		if !errors.Is(err, actors.ErrActivation) || !errors.Is(err, actors.ErrPanic) {
+			t.Fatalf("%+v: error %v, want ErrActivation and ErrPanic", k, err)
+		}
+		if n := h.QueryInt("p", "SELECT n FROM counter"); n != 0 {
+			t.Fatalf("%+v: counter %d after failed activation", k, n)
+		}
+	}
+}
