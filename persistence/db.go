@@ -117,6 +117,9 @@ type DB struct {
 	// any) has been rolled back, possibly by SQLite itself after an error.
 	// begin clears it once BEGIN has succeeded.
 	aborted atomic.Bool
+	// wrote is set by SQLite's commit hook, which runs only for
+	// transactions that wrote; begin clears it.
+	wrote atomic.Bool
 
 	// mu serializes statements issued on conn by this package and guards
 	// cur and the state of the Tx and Savepoint values.
@@ -297,16 +300,25 @@ func (db *DB) tooNew(version, known int) error {
 // particular the ones it performs on its own after a failed statement, so
 // that the open Tx stops issuing statements that would otherwise run
 // outside any transaction.
+//
+// It also registers a commit hook, which SQLite calls only when a
+// transaction that wrote to the file commits: that is how [Tx.Wrote] knows
+// whether a commit has anything to make durable.
 func (db *DB) registerRollbackHook() error {
-	type rollbackHooker interface {
+	type hooker interface {
 		RegisterRollbackHook(sqlite.RollbackHookFn)
+		RegisterCommitHook(sqlite.CommitHookFn)
 	}
 	return db.conn.Raw(func(dc any) error {
-		h, ok := dc.(rollbackHooker)
+		h, ok := dc.(hooker)
 		if !ok {
-			return fmt.Errorf("driver connection %T has no rollback hook", dc)
+			return fmt.Errorf("driver connection %T has no rollback or commit hook", dc)
 		}
 		h.RegisterRollbackHook(func() { db.aborted.Store(true) })
+		h.RegisterCommitHook(func() int32 {
+			db.wrote.Store(true)
+			return 0 // 0: let the commit proceed
+		})
 		return nil
 	})
 }

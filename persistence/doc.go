@@ -78,9 +78,13 @@
 //
 // # Transactions and savepoints
 //
-// A DB runs one transaction at a time. [DB.Begin] starts a write
-// transaction with BEGIN IMMEDIATE, which takes the write lock at once, and
-// waits (honouring its context) while another transaction is open. The
+// A DB runs one transaction at a time. [DB.Begin] starts a transaction
+// that may write with BEGIN (deferred): the write lock is taken at the first
+// write, so a transaction that only reads commits without writing or syncing
+// anything, and [Tx.Wrote] tells which kind it was. A file is meant to have
+// a single writing DB (the actors runtime guarantees it), so the upgrade
+// from reading to writing does not contend. Begin waits (honouring its
+// context) while another transaction is open. The
 // returned [Tx] is ended with [Tx.Commit] or [Tx.Rollback]. [DB.Update]
 // wraps this: it commits when its callback returns nil and rolls back when
 // the callback fails or panics. [DB.View] runs a read transaction, with

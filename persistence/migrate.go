@@ -26,7 +26,7 @@ func (db *DB) migrate(ctx context.Context, migrations []Migration) (err error) {
 		}
 	}()
 
-	tx, err := db.begin(ctx, modeWrite, true)
+	tx, err := db.begin(ctx, modeImmediate, true)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrMigration, db.path, err)
 	}

@@ -18,7 +18,8 @@ var errAborted = fmt.Errorf("%w: SQLite rolled the transaction back after a fail
 type beginMode int
 
 const (
-	modeWrite beginMode = iota // BEGIN IMMEDIATE (BEGIN on a read-only DB)
+	modeWrite beginMode = iota // BEGIN (deferred): see DB.Begin
+	modeImmediate              // BEGIN IMMEDIATE: migrations take the write lock at once
 	modeRead                   // BEGIN with PRAGMA query_only set for the duration
 )
 
@@ -43,6 +44,7 @@ type Tx struct {
 
 	// Guarded by db.mu.
 	done       bool
+	wrote      bool // the commit wrote to the file
 	savepoints []*Savepoint
 	spSeq      int
 }
@@ -55,9 +57,12 @@ type Savepoint struct {
 	done bool // guarded by tx.db.mu
 }
 
-// Begin starts a write transaction (BEGIN IMMEDIATE, so that the write lock
-// is taken at once and COMMIT cannot fail for lack of it). On a read-only DB
-// it starts a read transaction (BEGIN). Only one transaction is open at a
+// Begin starts a transaction that may write. It is a deferred transaction
+// (BEGIN): it takes the file's write lock at its first write, so a
+// transaction that only reads never takes it, and its commit writes nothing
+// and syncs nothing (see [Tx.Wrote]). A file is meant to have one writing
+// DB; should another connection hold the write lock, the first write waits
+// for it up to the busy timeout. Only one transaction is open at a
 // time: Begin waits for the current one to end, or for ctx to be done. The
 // caller must end the returned Tx with [Tx.Commit] or [Tx.Rollback]; until
 // then every other transaction of the DB waits. The statements of the Tx
@@ -81,9 +86,9 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 	// read transaction sets it for its duration, so that a write in View
 	// fails instead of being silently discarded.
 	queryOnly := mode == modeRead && !db.readOnly
-	stmt := "BEGIN IMMEDIATE"
-	if mode == modeRead || db.readOnly {
-		stmt = "BEGIN"
+	stmt := "BEGIN"
+	if mode == modeImmediate && !db.readOnly {
+		stmt = "BEGIN IMMEDIATE"
 	}
 	if queryOnly {
 		if _, err := db.conn.ExecContext(ctx, "PRAGMA query_only = 1"); err != nil {
@@ -99,6 +104,7 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 		return nil, fmt.Errorf("persistence: begin %s: %w", db.path, classify(err))
 	}
 	db.aborted.Store(false)
+	db.wrote.Store(false)
 
 	stmtCtx, cancel := context.WithCancel(ctx)
 	tx := &Tx{db: db, ctx: ctx, stmtCtx: stmtCtx, cancel: cancel, queryOnly: queryOnly, managed: managed}
@@ -171,12 +177,19 @@ func (tx *Tx) usableLocked() error {
 
 // Exec executes a statement in the transaction.
 func (tx *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	return tx.ExecContext(tx.stmtCtx, query, args...)
+}
+
+// ExecContext is Exec with a context of its own for this statement, which
+// is interrupted when ctx is done. Use it when one transaction serves
+// several callers, each with its own deadline.
+func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	tx.db.mu.Lock()
 	defer tx.db.mu.Unlock()
 	if err := tx.usableLocked(); err != nil {
 		return nil, err
 	}
-	res, err := tx.db.conn.ExecContext(tx.stmtCtx, query, args...)
+	res, err := tx.db.conn.ExecContext(ctx, query, args...)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -186,12 +199,18 @@ func (tx *Tx) Exec(query string, args ...any) (sql.Result, error) {
 // Query executes a query in the transaction. The rows must be closed (or
 // read to the end) before the transaction ends; ending it closes them.
 func (tx *Tx) Query(query string, args ...any) (*sql.Rows, error) {
+	return tx.QueryContext(tx.stmtCtx, query, args...)
+}
+
+// QueryContext is Query with a context of its own: the rows are closed
+// when ctx is done, and must be closed before the transaction ends.
+func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	tx.db.mu.Lock()
 	defer tx.db.mu.Unlock()
 	if err := tx.usableLocked(); err != nil {
 		return nil, err
 	}
-	rows, err := tx.db.conn.QueryContext(tx.stmtCtx, query, args...)
+	rows, err := tx.db.conn.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -202,12 +221,17 @@ func (tx *Tx) Query(query string, args ...any) (*sql.Rows, error) {
 // including [ErrTxDone] and [ErrClosed], are reported by the returned row's
 // Scan and Err methods.
 func (tx *Tx) QueryRow(query string, args ...any) *sql.Row {
+	return tx.QueryRowContext(tx.stmtCtx, query, args...)
+}
+
+// QueryRowContext is QueryRow with a context of its own.
+func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	tx.db.mu.Lock()
 	defer tx.db.mu.Unlock()
 	if err := tx.usableLocked(); err != nil {
 		return errRow(err)
 	}
-	return tx.db.conn.QueryRowContext(tx.stmtCtx, query, args...)
+	return tx.db.conn.QueryRowContext(ctx, query, args...)
 }
 
 // Savepoint opens a savepoint: a nested transaction whose changes can be
@@ -279,6 +303,21 @@ func (tx *Tx) Commit() error {
 	return tx.end(true)
 }
 
+// Wrote reports whether the transaction's Commit wrote to the file. A
+// transaction that only read commits without writing the log and syncs
+// nothing; with [SyncNormal] and a [Barrier], only a commit that wrote has
+// to wait for the barrier.
+//
+// SQLite decides: Wrote is true when the transaction held the write lock at
+// COMMIT, which it takes at its first write statement (even one that
+// changed no row, or that a savepoint later undid). It is false before
+// Commit and after a failed Commit.
+func (tx *Tx) Wrote() bool {
+	tx.db.mu.Lock()
+	defer tx.db.mu.Unlock()
+	return tx.wrote
+}
+
 // Rollback aborts the transaction, discarding its changes. After the Tx
 // ended, Rollback returns [ErrTxDone].
 func (tx *Tx) Rollback() error {
@@ -320,6 +359,7 @@ func (tx *Tx) end(commit bool) error {
 		// deferred constraint or SQLITE_BUSY; roll it back.
 		return errors.Join(fmt.Errorf("%w: %s: %w", ErrCommit, db.path, classify(err)), db.rollbackLocked())
 	}
+	tx.wrote = db.wrote.Load()
 	return nil
 }
 
