@@ -26,4 +26,3 @@ func TestBarrierOnRealFileSystem(t *testing.T) {
 		t.Fatalf("Syncs = %d", b.Syncs())
 	}
 }
-

@@ -18,9 +18,9 @@ var errAborted = fmt.Errorf("%w: SQLite rolled the transaction back after a fail
 type beginMode int
 
 const (
-	modeWrite beginMode = iota // BEGIN (deferred): see DB.Begin
-	modeImmediate              // BEGIN IMMEDIATE: migrations take the write lock at once
-	modeRead                   // BEGIN with PRAGMA query_only set for the duration
+	modeWrite     beginMode = iota // BEGIN (deferred): see DB.Begin
+	modeImmediate                  // BEGIN IMMEDIATE: migrations take the write lock at once
+	modeRead                       // BEGIN with PRAGMA query_only set for the duration
 )
 
 // Tx is a transaction on a [DB]. It is obtained from [DB.Begin], or passed to
