@@ -46,7 +46,7 @@ func (c *Context) Exec(query string, args ...any) (sql.Result, error) {
 	if c.done {
 		return nil, errContextDone
 	}
-	return c.tx.Exec(query, args...)
+	return c.tx.ExecContext(c.ctx, query, args...)
 }
 
 // Query runs a query in the message's transaction. The caller must close
@@ -55,18 +55,20 @@ func (c *Context) Query(query string, args ...any) (*sql.Rows, error) {
 	if c.done {
 		return nil, errContextDone
 	}
-	return c.tx.Query(query, args...)
+	return c.tx.QueryContext(c.ctx, query, args...)
 }
 
 // QueryRow runs a query that returns at most one row, in the message's
 // transaction.
 func (c *Context) QueryRow(query string, args ...any) *sql.Row {
-	return c.tx.QueryRow(query, args...)
+	return c.tx.QueryRowContext(c.ctx, query, args...)
 }
 
-// Tx returns the message's transaction, for what Exec, Query and QueryRow
-// do not cover (savepoints, for example). Do not commit or roll it back: the
-// runtime does.
+// Tx returns the transaction the message runs in, for what Exec, Query and
+// QueryRow do not cover (nested savepoints, for example). It is shared with
+// the other messages of the batch, each under its own savepoint: do not
+// commit or roll it back, and prefer c's methods, which honour the
+// message's deadline.
 func (c *Context) Tx() *persistence.Tx { return c.tx }
 
 // Send sends msg to the part at to, once the message being handled has

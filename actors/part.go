@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -52,7 +53,11 @@ type part struct {
 	mu       sync.RWMutex
 	stopping bool // set once: no message may be posted to pid any more
 
+	queued   atomic.Int64 // envelopes posted to the mailbox and not yet received (any goroutine)
+	unsynced atomic.Int64 // commits of p still waiting for the barrier (p's goroutine and the barrier's)
+
 	alive    bool                   // started and not stopping or restarting
+	batch    *batch                 // the open group-commit transaction, if any
 	current  *envelope              // envelope being received (see MessageReceived)
 	db       *persistence.DB        // nil until the first message after a (re)start
 	handler  Handler                //
@@ -94,7 +99,8 @@ type partActor part
 // Receive implements actor.Actor.
 func (a *partActor) Receive(c actor.Context) {
 	p := (*part)(a)
-	switch m := c.Message().(type) {
+	msg := c.Message()
+	switch m := msg.(type) {
 	case *envelope:
 		p.receive(c, m)
 	case *restartChild:
@@ -103,9 +109,11 @@ func (a *partActor) Receive(c actor.Context) {
 		p.alive = true
 	case *actor.Restarting:
 		p.alive = false
+		p.commit()
 		p.closeDB()
 	case *actor.Stopping:
 		p.alive = false
+		p.commit()
 		p.mu.Lock()
 		p.stopping = true
 		p.mu.Unlock()
@@ -121,13 +129,36 @@ func (a *partActor) Receive(c actor.Context) {
 	case *actor.Terminated:
 		p.childTerminated(c, m.Who)
 	}
+	if p.batch != nil && p.batchDone(msg) {
+		p.commit()
+	}
+}
+
+// batchDone reports whether the open batch should commit after msg: when no
+// more envelopes wait in the mailbox, or a bound is reached. Deciding here,
+// on the part's own goroutine after each message, means the commit never
+// overlaps the next message (protoactor-go's MailboxEmpty hook runs after
+// the mailbox is marked idle and could).
+func (p *part) batchDone(msg any) bool {
+	waiting := p.queued.Load()
+	if _, ok := msg.(*envelope); ok {
+		waiting-- // msg itself is counted until MessageReceived
+	}
+	return waiting <= 0 ||
+		p.batch.n >= p.sys.opts.MaxBatch ||
+		time.Since(p.batch.start) >= p.sys.opts.MaxBatchDelay
 }
 
 // MailboxStarted implements actor.MailboxMiddleware.
 func (p *part) MailboxStarted() {}
 
-// MessagePosted implements actor.MailboxMiddleware.
-func (p *part) MessagePosted(any) {}
+// MessagePosted implements actor.MailboxMiddleware. It counts the
+// envelopes waiting in the mailbox, for group commit.
+func (p *part) MessagePosted(msg any) {
+	if _, ok := msg.(*envelope); ok {
+		p.queued.Add(1)
+	}
+}
 
 // MailboxEmpty implements actor.MailboxMiddleware.
 func (p *part) MailboxEmpty() {}
@@ -138,8 +169,11 @@ func (p *part) MailboxEmpty() {}
 // stopped: an envelope that p did not take is routed again, so a message
 // queued for a part that stops is not lost.
 func (p *part) MessageReceived(msg any) {
-	if env, ok := msg.(*envelope); ok && env != p.current {
-		p.sys.reroute(env)
+	if env, ok := msg.(*envelope); ok {
+		p.queued.Add(-1)
+		if env != p.current {
+			p.sys.reroute(env)
+		}
 	}
 	p.current = nil
 }
@@ -250,7 +284,7 @@ func (p *part) open() error {
 		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
 	}
 	db, err := persistence.Open(context.Background(), p.path.File(p.sys.dir), &persistence.Options{
-		Sync:       p.sys.opts.Sync,
+		Sync:       p.sys.opts.Durability.syncMode(),
 		Migrations: p.kind.Migrations,
 	})
 	if err != nil {
@@ -283,13 +317,39 @@ func (p *part) open() error {
 			db.Close()
 			return fmt.Errorf("%w: %s: activate: %w", ErrActivation, p.path, err)
 		}
-		for _, e := range out {
-			p.sys.dispatch(e)
-		}
+		p.afterSync(func(err error) {
+			if err != nil {
+				p.logger().Error("messages sent by Activate dropped", "err", err)
+				return
+			}
+			for _, e := range out {
+				p.sys.dispatch(e)
+			}
+		})
 	}
 	p.db, p.handler = db, h
+	if p.sys.barrier != nil {
+		// The file, its migrations and Activate's writes were committed
+		// without a sync: what the first replies read waits for one.
+		p.afterSync(func(error) {})
+	}
 	p.logger().Debug("part activated", "kind", p.kind.Name, "version", db.Version())
 	return nil
+}
+
+// afterSync runs fn once what p committed so far is durable: at once
+// without a barrier, after the barrier's next sync with one. Until then p's
+// later commits wait for the barrier too, even those that write nothing.
+func (p *part) afterSync(fn func(error)) {
+	if p.sys.barrier == nil {
+		fn(nil)
+		return
+	}
+	p.unsynced.Add(1)
+	p.sys.barrier.After(func(err error) {
+		p.unsynced.Add(-1)
+		fn(err)
+	})
 }
 
 // newHandler calls the kind's constructor, turning a panic into an error:
@@ -313,8 +373,24 @@ func (p *part) closeDB() {
 	p.db, p.handler = nil, nil
 }
 
-// handle runs env's message in a transaction on p's file. The reply and the
-// messages the handler sent are released only after the commit.
+// A batch is the open transaction of a part and what waits for its commit.
+type batch struct {
+	tx      *persistence.Tx
+	start   time.Time
+	n       int         // messages handled in it
+	replies []heldReply // released after the commit (the output gate)
+	out     []*envelope // sent after the commit
+}
+
+type heldReply struct {
+	env *envelope
+	val any
+	err error
+}
+
+// handle runs env's message in the part's open batch transaction, under a
+// savepoint of its own, beginning the transaction if none is open. Its reply
+// and the messages it sends are held until the batch commits (see commit).
 func (p *part) handle(env *envelope) {
 	if err := env.ctx.Err(); err != nil {
 		p.sys.finish(env, nil, err) // the caller gave up before we began
@@ -327,38 +403,123 @@ func (p *part) handle(env *envelope) {
 			return
 		}
 	}
-	tx, err := p.db.Begin(env.ctx)
+	if p.batch == nil {
+		tx, err := p.db.Begin(context.Background())
+		if err != nil {
+			p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
+			return
+		}
+		p.batch = &batch{tx: tx, start: time.Now()}
+	}
+	b := p.batch
+	b.n++
+	sp, err := b.tx.Savepoint()
 	if err != nil {
-		p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
+		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
 		return
 	}
-	c := &Context{ctx: env.ctx, part: p, tx: tx}
+	ctx, cancel := context.WithCancel(env.ctx) // closes rows the handler leaked
+	c := &Context{ctx: ctx, part: p, tx: b.tx}
 	reply, perr, err := p.call(c, env.msg)
 	c.done = true
-	if perr != nil {
-		// Roll back, answer, then fail: the panic reaches protoactor-go,
-		// which suspends the mailbox and asks the parent to decide.
-		if rerr := tx.Rollback(); rerr != nil {
+	cancel()
+	switch {
+	case perr != nil:
+		// Roll the message back, commit the rest of the batch, then
+		// fail: the panic reaches protoactor-go, which suspends the
+		// mailbox and asks the parent to decide.
+		if rerr := sp.Rollback(); rerr != nil {
 			p.logger().Error("rollback after panic", "err", rerr)
 		}
-		p.sys.finish(env, nil, perr)
+		b.hold(env, nil, perr)
+		p.commit()
+		// protoactor-go will not call MessageReceived for a message
+		// whose Receive panicked: take it off the count here.
+		p.queued.Add(-1)
+		p.current = nil
 		panic(perr)
-	}
-	if err != nil {
-		if rerr := tx.Rollback(); rerr != nil {
-			p.logger().Error("rollback", "err", rerr)
+	case err != nil:
+		if rerr := sp.Rollback(); rerr != nil {
+			p.logger().Error("rollback", "err", rerr) // the commit will fail and say so
 		}
-		p.sys.finish(env, nil, err)
+		b.hold(env, nil, err)
+	default:
+		if err := sp.Release(); err != nil {
+			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+			return
+		}
+		b.hold(env, reply, nil)
+		b.out = append(b.out, c.out...)
+	}
+}
+
+func (b *batch) hold(env *envelope, val any, err error) {
+	b.replies = append(b.replies, heldReply{env, val, err})
+}
+
+// commit commits the open batch, if any, and releases what it held: at
+// once when the commit is durable by itself (PowerLossPerCommit,
+// ProcessCrash) or wrote nothing new, after the shared barrier's next sync
+// otherwise. A failed commit turns every reply of the batch into an error
+// and sends nothing.
+func (p *part) commit() {
+	b := p.batch
+	if b == nil {
 		return
 	}
-	if err := tx.Commit(); err != nil {
-		p.sys.finish(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+	p.batch = nil
+	err := b.tx.Commit()
+	p.sys.commits.Add(1)
+	p.sys.messages.Add(uint64(b.n))
+	if err != nil {
+		err = fmt.Errorf("actors: %s: %w", p.path, err)
+		p.logger().Error("commit failed", "messages", b.n, "err", err)
+		b.release(p.sys, err)
 		return
 	}
-	for _, out := range c.out {
-		p.sys.dispatch(out)
+	barrier := p.sys.barrier
+	if barrier == nil {
+		b.release(p.sys, nil)
+		return
 	}
-	p.sys.finish(env, reply, nil)
+	wrote := b.tx.Wrote()
+	if !wrote && p.unsynced.Load() == 0 {
+		// Nothing of p's is waiting to be synced: what these replies
+		// read is already durable.
+		b.release(p.sys, nil)
+		return
+	}
+	// Even a batch that wrote nothing waits when an earlier commit of p
+	// is not synced yet: its replies may have read that commit's writes.
+	// Callbacks run in order, so it is released after that commit.
+	if wrote {
+		p.unsynced.Add(1)
+	}
+	barrier.After(func(err error) {
+		if wrote {
+			p.unsynced.Add(-1) // synced: what comes after need not wait
+		}
+		if err != nil {
+			err = fmt.Errorf("actors: %s: %w", p.path, err)
+		}
+		b.release(p.sys, err)
+	})
+}
+
+// release answers the held replies and sends the held messages, or, when
+// err is not nil, answers every reply with err and sends nothing.
+func (b *batch) release(s *System, err error) {
+	if err == nil {
+		for _, out := range b.out {
+			s.dispatch(out)
+		}
+	}
+	for _, r := range b.replies {
+		if err != nil && r.err == nil {
+			r.val, r.err = nil, err
+		}
+		s.finish(r.env, r.val, r.err)
+	}
 }
 
 // call runs the handler, turning a panic into a *PanicError.

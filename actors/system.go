@@ -41,15 +41,81 @@ type Options struct {
 	// do not form a tree.
 	Kinds []Kind
 
-	// Sync is the durability of a commit: persistence.SyncFull (the zero
-	// value, the default) survives a power loss, persistence.SyncNormal
-	// survives a crash of the process. A reply is released only once its
-	// commit is durable at this level.
-	Sync persistence.SyncMode
+	// Durability says what an acknowledged message survives; a reply is
+	// released only once its commit is durable at this level. The zero
+	// value, PowerLoss, is the default.
+	Durability Durability
+
+	// MaxBatch bounds the number of messages one part commits together
+	// (group commit): zero means DefaultMaxBatch, 1 turns group commit
+	// off (one transaction per message).
+	MaxBatch int
+
+	// MaxBatchDelay bounds how long a part keeps a batch open while more
+	// messages keep arriving: zero means DefaultMaxBatchDelay. A batch
+	// also commits as soon as the part's mailbox holds no more messages,
+	// so this bound only matters under sustained load.
+	MaxBatchDelay time.Duration
 
 	// Logger receives the runtime's logs, protoactor-go's included. Nil
 	// discards them.
 	Logger *slog.Logger
+}
+
+// Durability says what an acknowledged message survives.
+type Durability int
+
+const (
+	// PowerLoss: an acknowledged message survives a power loss, at a cost
+	// close to ProcessCrash. Parts commit without syncing
+	// (persistence.SyncNormal), and one shared persistence.Barrier syncs
+	// the data directory's file system for all the commits made meanwhile;
+	// replies and sent messages wait for that sync. Linux only (syncfs);
+	// elsewhere Open fails and PowerLossPerCommit is the choice.
+	PowerLoss Durability = iota
+
+	// PowerLossPerCommit: an acknowledged message survives a power loss;
+	// every commit of every part syncs its own log (persistence.SyncFull).
+	PowerLossPerCommit
+
+	// ProcessCrash: an acknowledged message survives a crash of the
+	// process, not a power loss or a crash of the operating system
+	// (persistence.SyncNormal, no barrier).
+	ProcessCrash
+)
+
+// String returns the name of the durability level.
+func (d Durability) String() string {
+	switch d {
+	case PowerLoss:
+		return "power-loss"
+	case PowerLossPerCommit:
+		return "power-loss-per-commit"
+	case ProcessCrash:
+		return "process-crash"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
+}
+
+// syncMode is the persistence.SyncMode that parts' files use.
+func (d Durability) syncMode() persistence.SyncMode {
+	if d == PowerLossPerCommit {
+		return persistence.SyncFull
+	}
+	return persistence.SyncNormal
+}
+
+// Batch bounds used when Options leave them zero.
+const (
+	DefaultMaxBatch      = 256
+	DefaultMaxBatchDelay = 10 * time.Millisecond
+)
+
+// Stats are counters of the work a System did since Open.
+type Stats struct {
+	Messages uint64 // messages handled by parts (each in its own savepoint)
+	Commits  uint64 // batch transactions committed (successfully or not)
+	Syncs    uint64 // syncs of the shared barrier (PowerLoss only)
 }
 
 // A System is a tree of parts on a data directory. It is safe for
@@ -65,6 +131,10 @@ type System struct {
 	strategy actor.SupervisorStrategy
 	root     *part    // the guardian: parent of the top-level parts, no file
 	parts    sync.Map // Path.String() -> *part, every active part
+
+	barrier  *persistence.Barrier // PowerLoss only
+	messages atomic.Uint64
+	commits  atomic.Uint64
 
 	inflight    inflight
 	rootStopped chan struct{} // closed when the guardian has stopped
@@ -104,6 +174,27 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
+	var barrier *persistence.Barrier
+	if opts.Durability == PowerLoss {
+		if barrier, err = persistence.NewBarrier(dir); err != nil {
+			unlockDir(lock)
+			return nil, fmt.Errorf("actors: durability %s: %w", opts.Durability, err)
+		}
+	}
+	switch {
+	case opts.Durability < PowerLoss || opts.Durability > ProcessCrash:
+		return nil, fmt.Errorf("actors: unknown durability %d", int(opts.Durability))
+	case opts.MaxBatch < 0:
+		return nil, fmt.Errorf("actors: negative MaxBatch %d", opts.MaxBatch)
+	case opts.MaxBatchDelay < 0:
+		return nil, fmt.Errorf("actors: negative MaxBatchDelay %v", opts.MaxBatchDelay)
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.MaxBatchDelay == 0 {
+		opts.MaxBatchDelay = DefaultMaxBatchDelay
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -114,6 +205,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		opts:        opts,
 		log:         log,
 		lock:        lock,
+		barrier:     barrier,
 		rootStopped: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -135,8 +227,32 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	})
 	s.root = &part{sys: s}
 	s.root.pid = s.as.Root.Spawn(s.root.props())
-	log.Info("system open", "dir", dir, "kinds", len(opts.Kinds), "sync", opts.Sync.String())
+	log.Info("system open", "dir", dir, "kinds", len(opts.Kinds), "durability", opts.Durability.String())
 	return s, nil
+}
+
+// Stats returns the system's counters.
+func (s *System) Stats() Stats {
+	st := Stats{Messages: s.messages.Load(), Commits: s.commits.Load()}
+	if s.barrier != nil {
+		st.Syncs = s.barrier.Syncs()
+	}
+	return st
+}
+
+// MailboxLen returns the number of messages waiting in the mailbox of the
+// active part at path (the one it is handling included), or 0 when the part
+// is not active or path is invalid.
+func (s *System) MailboxLen(path string) int {
+	p, err := ParsePath(path)
+	if err != nil {
+		return 0
+	}
+	v, ok := s.parts.Load(p.String())
+	if !ok {
+		return 0
+	}
+	return int(v.(*part).queued.Load())
 }
 
 // Dir returns the system's data directory, as an absolute path.
@@ -310,6 +426,11 @@ func (s *System) close(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("actors: close: parts still stopping: %w", ctx.Err()))
 	}
+	if s.barrier != nil {
+		if err := s.barrier.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	s.stopped.Store(true)
 	close(s.done)
 	s.as.Shutdown()
@@ -334,7 +455,7 @@ func (s *System) ensureDir(p Path) error {
 		err := os.Mkdir(next, 0o755)
 		switch {
 		case err == nil:
-			if s.opts.Sync == persistence.SyncFull {
+			if s.opts.Durability != ProcessCrash {
 				if err := syncDir(cur); err != nil {
 					return err
 				}

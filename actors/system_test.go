@@ -86,7 +86,7 @@ func testKinds() []actors.Kind {
 }
 
 func newHarness(t *testing.T) *actortest.Harness {
-	return actortest.New(t, actors.Options{Kinds: testKinds(), Sync: persistence.SyncNormal})
+	return actortest.New(t, actors.Options{Kinds: testKinds()})
 }
 
 func counter(t *testing.T, h *actortest.Harness, path string) int {

@@ -266,7 +266,10 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 		}
 	}
 
-	if created {
+	// With SyncNormal nothing survives a power loss until it is synced by
+	// other means (a Barrier's sync covers directory entries too), so only
+	// SyncFull pays for the directory sync here.
+	if created && o.Sync == SyncFull {
 		if err := syncDir(filepath.Dir(db.path)); err != nil {
 			return fmt.Errorf("persistence: open %s: sync parent directory: %w", db.path, err)
 		}

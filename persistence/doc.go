@@ -110,7 +110,12 @@
 // write-ahead log has been synced. When Open creates the file, it also
 // syncs the parent directory before returning, because a new directory
 // entry is not made durable by syncing the file itself; SQLite does the
-// same for the -wal file it creates. Open does not create missing parent
+// same for the -wal file it creates.
+//
+// With [SyncNormal], a commit survives a crash of the process but not a
+// power loss, and Open does not sync the parent directory. A [Barrier]
+// makes such commits durable in bulk: one sync of the file system (data,
+// logs and directory entries alike) for all the commits made meanwhile. Open does not create missing parent
 // directories.
 //
 // The log is copied back into the database file by SQLite's automatic
