@@ -21,6 +21,7 @@ type Context struct {
 	part *part
 	tx   *persistence.Tx
 	out  []*envelope // held until commit: the output gate
+	rows []*sql.Rows // opened by Query, closed by end
 	done bool
 }
 
@@ -41,27 +42,58 @@ func (c *Context) Logger() *slog.Logger { return c.part.logger() }
 // errContextDone is returned by a Context's methods after its call returned.
 var errContextDone = errors.New("actors: Context used after its handler returned")
 
-// Exec runs a statement in the message's transaction.
-func (c *Context) Exec(query string, args ...any) (sql.Result, error) {
+// usable reports why a statement cannot run now: the handler returned, or
+// the request's context is done.
+func (c *Context) usable() error {
 	if c.done {
-		return nil, errContextDone
+		return errContextDone
 	}
-	return c.tx.ExecContext(c.ctx, query, args...)
+	return c.ctx.Err()
 }
 
-// Query runs a query in the message's transaction. The caller must close
-// the rows before returning.
-func (c *Context) Query(query string, args ...any) (*sql.Rows, error) {
-	if c.done {
-		return nil, errContextDone
+// Statements run with a context that is never cancelled, after checking the
+// request's: the driver watches a cancellable context with a goroutine per
+// statement, which would cost more than a small statement itself. So a
+// request's deadline stops its handler at its next statement, not in the
+// middle of one.
+
+// Exec runs a statement in the message's transaction.
+func (c *Context) Exec(query string, args ...any) (sql.Result, error) {
+	if err := c.usable(); err != nil {
+		return nil, err
 	}
-	return c.tx.QueryContext(c.ctx, query, args...)
+	return c.tx.ExecContext(context.Background(), query, args...)
+}
+
+// Query runs a query in the message's transaction. Close the rows before
+// returning; the runtime closes any left open when the handler returns.
+func (c *Context) Query(query string, args ...any) (*sql.Rows, error) {
+	if err := c.usable(); err != nil {
+		return nil, err
+	}
+	rows, err := c.tx.QueryContext(context.Background(), query, args...)
+	if err == nil {
+		c.rows = append(c.rows, rows)
+	}
+	return rows, err
 }
 
 // QueryRow runs a query that returns at most one row, in the message's
-// transaction.
-func (c *Context) QueryRow(query string, args ...any) *sql.Row {
-	return c.tx.QueryRowContext(c.ctx, query, args...)
+// transaction; its Scan reports any error.
+func (c *Context) QueryRow(query string, args ...any) *persistence.Row {
+	if err := c.usable(); err != nil {
+		return persistence.ErrRow(err)
+	}
+	return c.tx.QueryRowContext(context.Background(), query, args...)
+}
+
+// end closes what the handler left open; the Context is unusable after.
+func (c *Context) end() {
+	c.done = true
+	for _, r := range c.rows {
+		_ = r.Close()
+	}
+	c.rows = nil
 }
 
 // Tx returns the transaction the message runs in, for what Exec, Query and

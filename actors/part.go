@@ -70,6 +70,7 @@ type part struct {
 func (p *part) props() *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return (*partActor)(p) },
 		actor.WithMailbox(actor.Unbounded(p)),
+		actor.WithDispatcher(p.sys.dispatcher),
 		actor.WithSupervisor(p.sys.strategy),
 	)
 }
@@ -304,7 +305,7 @@ func (p *part) open() error {
 		err := db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
 			c := &Context{ctx: context.Background(), part: p, tx: tx}
 			defer func() {
-				c.done = true
+				c.end()
 				if v := recover(); v != nil {
 					err = &PanicError{Path: p.path, Value: v}
 				}
@@ -418,11 +419,9 @@ func (p *part) handle(env *envelope) {
 		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
 		return
 	}
-	ctx, cancel := context.WithCancel(env.ctx) // closes rows the handler leaked
-	c := &Context{ctx: ctx, part: p, tx: b.tx}
+	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
 	reply, perr, err := p.call(c, env.msg)
-	c.done = true
-	cancel()
+	c.end()
 	switch {
 	case perr != nil:
 		// Roll the message back, commit the rest of the batch, then

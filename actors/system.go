@@ -127,8 +127,9 @@ type System struct {
 	log  *slog.Logger
 	lock *os.File
 
-	as       *actor.ActorSystem
-	strategy actor.SupervisorStrategy
+	as         *actor.ActorSystem
+	dispatcher *dispatcher
+	strategy   actor.SupervisorStrategy
 	root     *part    // the guardian: parent of the top-level parts, no file
 	parts    sync.Map // Path.String() -> *part, every active part
 
@@ -210,6 +211,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		done:        make(chan struct{}),
 	}
 	s.inflight.init()
+	s.dispatcher = newDispatcher()
 	s.as = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
@@ -434,6 +436,7 @@ func (s *System) close(ctx context.Context) error {
 	s.stopped.Store(true)
 	close(s.done)
 	s.as.Shutdown()
+	s.dispatcher.close()
 	if err := unlockDir(s.lock); err != nil {
 		errs = append(errs, err)
 	}

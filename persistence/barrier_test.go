@@ -3,6 +3,7 @@ package persistence_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -165,5 +166,54 @@ func TestTxWrote(t *testing.T) {
 	}
 	if commit(`SELECT count(*) FROM u`) {
 		t.Error("a read after writes wrote")
+	}
+}
+
+// The statement cache is bounded; evicting statements while rows of theirs
+// are open must neither break those rows nor crash when the rows, or the
+// DB, are closed later.
+func TestStatementCacheEvictionWithOpenRows(t *testing.T) {
+	db := openTestDB(t, nil)
+	mustUpdate(t, db, execAll(`CREATE TABLE t (x INTEGER)`, `INSERT INTO t VALUES (1), (2), (3)`))
+	for round := range 3 {
+		tx, err := db.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := tx.Query(`SELECT x FROM t ORDER BY x`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rows.Next() {
+			t.Fatal("no first row")
+		}
+		unscanned := tx.QueryRow(`SELECT count(*) FROM t`) // never scanned
+		_ = unscanned
+		for i := range 300 { // more distinct statements than the cache holds
+			var v int
+			if err := tx.QueryRow(fmt.Sprintf(`SELECT %d + x FROM t WHERE x = 1`, i+round*1000)).Scan(&v); err != nil || v != i+round*1000+1 {
+				t.Fatalf("query %d: %v, %v", i, v, err)
+			}
+		}
+		var xs []int
+		for {
+			var x int
+			if err := rows.Scan(&x); err != nil {
+				t.Fatal(err)
+			}
+			xs = append(xs, x)
+			if !rows.Next() {
+				break
+			}
+		}
+		if fmt.Sprint(xs) != "[1 2 3]" {
+			t.Fatalf("rows read across evictions: %v", xs)
+		}
+		if _, err := tx.Exec(`UPDATE t SET x = x`); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

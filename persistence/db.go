@@ -125,6 +125,68 @@ type DB struct {
 	// cur and the state of the Tx and Savepoint values.
 	mu  sync.Mutex
 	cur *Tx
+	// stmts caches prepared statements by query text (guarded by mu), at
+	// most maxCachedStmts of them: preparing costs about as much as running
+	// a small statement.
+	stmts   map[string]*sql.Stmt
+	retired []*sql.Stmt // evicted from stmts, closed when the Tx ends
+}
+
+// maxCachedStmts bounds a DB's statement cache; when it is full the cache is
+// emptied and starts again.
+const maxCachedStmts = 128
+
+// stmtLocked returns the prepared statement for query, preparing and caching
+// it if needed. db.mu is held.
+func (db *DB) stmtLocked(query string) (*sql.Stmt, error) {
+	if st, ok := db.stmts[query]; ok {
+		return st, nil
+	}
+	if db.stmts == nil || len(db.stmts) >= maxCachedStmts {
+		// Rows of the cached statements may be open in the current
+		// transaction: close them when it ends.
+		for _, st := range db.stmts {
+			db.retired = append(db.retired, st)
+		}
+		db.stmts = make(map[string]*sql.Stmt)
+	}
+	st, err := db.conn.PrepareContext(context.Background(), query)
+	if err != nil {
+		return nil, classify(err)
+	}
+	db.stmts[query] = st
+	return st, nil
+}
+
+// closeStmtsLocked closes every prepared statement; no rows may be open.
+func (db *DB) closeStmtsLocked() {
+	for q, st := range db.stmts {
+		_ = st.Close()
+		delete(db.stmts, q)
+	}
+	db.closeRetiredLocked()
+}
+
+// closeRetiredLocked closes the statements evicted from the cache, once no
+// rows of theirs can be open.
+func (db *DB) closeRetiredLocked() {
+	for _, st := range db.retired {
+		_ = st.Close()
+	}
+	db.retired = nil
+}
+
+// execLocked runs a statement through the cache. db.mu is held.
+func (db *DB) execLocked(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := db.stmtLocked(query)
+	if err != nil {
+		return nil, err
+	}
+	res, err := st.ExecContext(ctx, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return res, nil
 }
 
 // Open opens the SQLite file at path, creating it unless opts.ReadOnly is
@@ -463,6 +525,7 @@ func (db *DB) Close() error {
 		}
 		db.finishLocked(tx)
 	}
+	db.closeStmtsLocked()
 	if !db.readOnly {
 		if err := db.checkpointLocked(context.Background()); err != nil {
 			errs = append(errs, err)

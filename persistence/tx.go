@@ -3,7 +3,6 @@ package persistence
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strconv"
@@ -47,6 +46,7 @@ type Tx struct {
 	wrote      bool // the commit wrote to the file
 	savepoints []*Savepoint
 	spSeq      int
+	rows       []*sql.Rows // opened by the Tx; closed when it ends
 }
 
 // Savepoint is a nested transaction inside a [Tx], created by
@@ -96,7 +96,7 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 			return nil, fmt.Errorf("persistence: begin %s: %w", db.path, classify(err))
 		}
 	}
-	if _, err := db.conn.ExecContext(ctx, stmt); err != nil {
+	if _, err := db.execLocked(ctx, stmt); err != nil {
 		if queryOnly {
 			_, _ = db.conn.ExecContext(context.Background(), "PRAGMA query_only = 0")
 		}
@@ -189,11 +189,7 @@ func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 	if err := tx.usableLocked(); err != nil {
 		return nil, err
 	}
-	res, err := tx.db.conn.ExecContext(ctx, query, args...)
-	if err != nil {
-		return nil, classify(err)
-	}
-	return res, nil
+	return tx.db.execLocked(ctx, query, args...)
 }
 
 // Query executes a query in the transaction. The rows must be closed (or
@@ -210,29 +206,74 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql
 	if err := tx.usableLocked(); err != nil {
 		return nil, err
 	}
-	rows, err := tx.db.conn.QueryContext(ctx, query, args...)
+	return tx.queryLocked(ctx, query, args...)
+}
+
+// queryLocked runs a query through the statement cache and tracks its rows,
+// which end closes synchronously: a cached statement must not be closed, or
+// its rows closed later by database/sql, while rows of it are open.
+func (tx *Tx) queryLocked(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := tx.db.stmtLocked(query)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, classify(err)
 	}
+	tx.rows = append(tx.rows, rows)
 	return rows, nil
 }
 
 // QueryRow executes a query expected to return at most one row. Errors,
 // including [ErrTxDone] and [ErrClosed], are reported by the returned row's
 // Scan and Err methods.
-func (tx *Tx) QueryRow(query string, args ...any) *sql.Row {
+func (tx *Tx) QueryRow(query string, args ...any) *Row {
 	return tx.QueryRowContext(tx.stmtCtx, query, args...)
 }
 
 // QueryRowContext is QueryRow with a context of its own.
-func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *Row {
 	tx.db.mu.Lock()
 	defer tx.db.mu.Unlock()
 	if err := tx.usableLocked(); err != nil {
-		return errRow(err)
+		return ErrRow(err)
 	}
-	return tx.db.conn.QueryRowContext(ctx, query, args...)
+	rows, err := tx.queryLocked(ctx, query, args...)
+	return &Row{rows: rows, err: err}
 }
+
+// Row is the result of [Tx.QueryRow], used like database/sql's Row.
+type Row struct {
+	rows *sql.Rows
+	err  error
+}
+
+// Scan copies the columns of the first row into dest and closes the row. It
+// returns sql.ErrNoRows when the query returned no row.
+func (r *Row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return classify(err)
+		}
+		return sql.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	return r.rows.Close()
+}
+
+// Err returns the error of the query, if any, without scanning.
+func (r *Row) Err() error { return r.err }
+
+// ErrRow returns a Row whose Scan and Err report err, for code that wraps
+// a Tx and refuses a query before running it.
+func ErrRow(err error) *Row { return &Row{err: err} }
 
 // Savepoint opens a savepoint: a nested transaction whose changes can be
 // undone ([Savepoint.Rollback]) without ending tx, or kept
@@ -246,8 +287,11 @@ func (tx *Tx) Savepoint() (*Savepoint, error) {
 	}
 	tx.spSeq++
 	sp := &Savepoint{tx: tx, name: "persistence_sp" + strconv.Itoa(tx.spSeq)}
-	if _, err := tx.db.conn.ExecContext(tx.stmtCtx, "SAVEPOINT "+sp.name); err != nil {
-		return nil, fmt.Errorf("persistence: savepoint: %w", classify(err))
+	if err := tx.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("persistence: savepoint: %w", err)
+	}
+	if _, err := tx.db.execLocked(context.Background(), "SAVEPOINT "+sp.name); err != nil {
+		return nil, fmt.Errorf("persistence: savepoint: %w", err)
 	}
 	tx.savepoints = append(tx.savepoints, sp)
 	return sp, nil
@@ -276,8 +320,8 @@ func (sp *Savepoint) end(stmts ...string) error {
 		return ErrTxDone
 	}
 	for _, stmt := range stmts {
-		if _, err := tx.db.conn.ExecContext(context.Background(), stmt); err != nil {
-			return fmt.Errorf("persistence: savepoint: %w", classify(err))
+		if _, err := tx.db.execLocked(context.Background(), stmt); err != nil {
+			return fmt.Errorf("persistence: savepoint: %w", err)
 		}
 	}
 	for i := len(tx.savepoints) - 1; i >= 0; i-- {
@@ -354,10 +398,10 @@ func (tx *Tx) end(commit bool) error {
 	}
 	// COMMIT runs without the caller's context: interrupting it half way
 	// gains nothing, the decision to commit has been taken.
-	if _, err := db.conn.ExecContext(context.Background(), "COMMIT"); err != nil {
+	if _, err := db.execLocked(context.Background(), "COMMIT"); err != nil {
 		// SQLite keeps the transaction open when COMMIT fails on a
 		// deferred constraint or SQLITE_BUSY; roll it back.
-		return errors.Join(fmt.Errorf("%w: %s: %w", ErrCommit, db.path, classify(err)), db.rollbackLocked())
+		return errors.Join(fmt.Errorf("%w: %s: %w", ErrCommit, db.path, err), db.rollbackLocked())
 	}
 	tx.wrote = db.wrote.Load()
 	return nil
@@ -369,7 +413,7 @@ func (db *DB) rollbackLocked() error {
 	if db.aborted.Load() {
 		return nil
 	}
-	_, err := db.conn.ExecContext(context.Background(), "ROLLBACK")
+	_, err := db.execLocked(context.Background(), "ROLLBACK")
 	if err != nil && sqliteCode(err) == sqliteError && strings.Contains(err.Error(), "no transaction is active") {
 		return nil
 	}
@@ -378,6 +422,11 @@ func (db *DB) rollbackLocked() error {
 
 // finishLocked marks tx ended, closes its rows and frees the connection.
 func (db *DB) finishLocked(tx *Tx) {
+	for _, r := range tx.rows {
+		_ = r.Close()
+	}
+	tx.rows = nil
+	db.closeRetiredLocked()
 	tx.done = true
 	for _, sp := range tx.savepoints {
 		sp.done = true
@@ -392,21 +441,3 @@ func (db *DB) finishLocked(tx *Tx) {
 	}
 	db.release()
 }
-
-// errRow returns a *sql.Row whose Scan and Err report err.
-func errRow(err error) *sql.Row {
-	edb := sql.OpenDB(errConnector{err: err})
-	defer edb.Close()
-	return edb.QueryRowContext(context.Background(), "")
-}
-
-// errConnector is a driver.Connector whose connections cannot be opened: it
-// makes database/sql build a *sql.Row that carries a given error.
-type errConnector struct{ err error }
-
-func (c errConnector) Connect(context.Context) (driver.Conn, error) { return nil, c.err }
-func (c errConnector) Driver() driver.Driver                        { return errDriver(c) }
-
-type errDriver struct{ err error }
-
-func (d errDriver) Open(string) (driver.Conn, error) { return nil, d.err }

@@ -1,0 +1,89 @@
+package actors_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/persistence"
+)
+
+func benchKinds() []actors.Kind {
+	m := []persistence.Migration{{SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`}}
+	h := actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
+		var n int
+		if err := c.QueryRow(`SELECT n FROM counter`).Scan(&n); err != nil {
+			return nil, err
+		}
+		_, err := c.Exec(`UPDATE counter SET n = ?`, n+1)
+		return n + 1, err
+	})
+	return []actors.Kind{
+		{Name: "bench", Pattern: "bench", Handler: h, Migrations: m},
+		{Name: "part", Pattern: "bench/*", Handler: h, Migrations: m},
+	}
+}
+
+func openBench(b *testing.B, d actors.Durability, parts int) (*actors.System, []string) {
+	b.Helper()
+	sys, err := actors.Open(context.Background(), b.TempDir(), actors.Options{Kinds: benchKinds(), Durability: d})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sys.Close(context.Background()) })
+	paths := make([]string, parts)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("bench/p%04d", i)
+		if _, err := sys.Request(context.Background(), paths[i], struct{}{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return sys, paths
+}
+
+// One caller, one part: every message is its own batch, so this is the
+// latency of the whole path (routing, transaction, commit, reply).
+func BenchmarkRequestOnePart(b *testing.B) {
+	for _, d := range []actors.Durability{actors.ProcessCrash, actors.PowerLoss} {
+		b.Run(d.String(), func(b *testing.B) {
+			sys, paths := openBench(b, d, 1)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := sys.Request(ctx, paths[0], struct{}{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Many callers over 1,000 parts: the throughput of group commit.
+func BenchmarkRequestParallel(b *testing.B) {
+	for _, d := range []actors.Durability{actors.ProcessCrash, actors.PowerLoss, actors.PowerLossPerCommit} {
+		b.Run(d.String(), func(b *testing.B) {
+			sys, paths := openBench(b, d, 1000)
+			ctx := context.Background()
+			before := sys.Stats()
+			b.ReportAllocs()
+			b.SetParallelism(500)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+				for pb.Next() {
+					if _, err := sys.Request(ctx, paths[r.IntN(len(paths))], struct{}{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			st := sys.Stats()
+			if c := st.Commits - before.Commits; c > 0 {
+				b.ReportMetric(float64(st.Messages-before.Messages)/float64(c), "msgs/commit")
+			}
+		})
+	}
+}
