@@ -4,7 +4,7 @@ DATA        ?= data/mail
 FUZZTIME    ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench lint fuzz
+.PHONY: run test bench bench-quick lint fuzz
 
 ## run: the flagship example, a mail system, on $(DATA)
 run:
@@ -15,9 +15,16 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-## bench: every benchmark, with allocations
+## bench: the Go micro-benchmarks, then the comparison harness (bench/) against every system, PostgreSQL included
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@DSN="$$($(CURDIR)/bench/postgres.sh start)" || exit 1; \
+	trap '$(CURDIR)/bench/postgres.sh stop' EXIT; trap 'exit 130' INT TERM; \
+	cd bench && $(GO) run . -postgres "$$DSN"
+
+## bench-quick: the comparison harness, every system but PostgreSQL, in under a minute
+bench-quick:
+	cd bench && $(GO) run . -quick
 
 ## lint: gofmt, vet and staticcheck
 lint:

@@ -130,8 +130,8 @@ type System struct {
 	as         *actor.ActorSystem
 	dispatcher *dispatcher
 	strategy   actor.SupervisorStrategy
-	root     *part    // the guardian: parent of the top-level parts, no file
-	parts    sync.Map // Path.String() -> *part, every active part
+	root       *part    // the guardian: parent of the top-level parts, no file
+	parts      sync.Map // Path.String() -> *part, every active part
 
 	barrier  *persistence.Barrier // PowerLoss only
 	messages atomic.Uint64
