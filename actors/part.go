@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -200,6 +201,7 @@ func (p *part) route(c actor.Context, env *envelope) {
 	seg := env.to.Segments()[p.path.Depth()]
 	child := p.children[seg]
 	if child == nil {
+		p.recordChild(seg)
 		child = p.spawn(c, seg)
 	}
 	if child.post(env) {
@@ -230,6 +232,58 @@ func (p *part) spawn(c actor.Context, seg string) *part {
 	p.children[seg] = child
 	p.sys.parts.Store(cp.String(), child)
 	return child
+}
+
+// childrenTable is the runtime's table, in each parent's own file, of the
+// children it has activated: a subtree can be listed from it without
+// activating anything and without scanning the disk.
+const childrenTable = "_fractal_children"
+
+// recordChild notes seg in p's file before p activates it for the first
+// time, so that once the child has acknowledged anything, the parent's
+// record of it is at least as durable: the open batch and the record are
+// committed before the child is spawned, and the child's replies wait for
+// their own commit (and the barrier's sync, which covers both files).
+//
+// When p's file cannot be written the child is activated anyway and the
+// failure is logged: serving the child matters more than listing it.
+func (p *part) recordChild(seg string) {
+	p.commit()
+	db, err := p.childrenDB()
+	if err == nil {
+		err = db.Update(context.Background(), func(tx *persistence.Tx) error {
+			if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS ` + childrenTable + ` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(`INSERT OR IGNORE INTO `+childrenTable+` (name) VALUES (?)`, seg)
+			return err
+		})
+	}
+	if err != nil {
+		p.logger().Error("recording a child in its parent's file", "child", seg, "err", err)
+	}
+}
+
+// childrenDB returns the file that records p's children: p's own file, or,
+// for the guardian, the data directory's root file.
+func (p *part) childrenDB() (*persistence.DB, error) {
+	if p.db != nil {
+		return p.db, nil
+	}
+	if p.kind != nil {
+		if err := p.open(); err != nil {
+			return nil, err
+		}
+		return p.db, nil
+	}
+	db, err := persistence.Open(context.Background(), filepath.Join(p.sys.dir, rootFileName), &persistence.Options{
+		Sync: p.sys.opts.Durability.syncMode(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.db = db
+	return db, nil
 }
 
 func (p *part) childTerminated(c actor.Context, who *actor.PID) {

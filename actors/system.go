@@ -22,6 +22,10 @@ import (
 // encoded segment does.
 const lockFileName = "_fractal.lock"
 
+// rootFileName is the file of the tree's root, which records the top-level
+// parts that have been activated (see System.Children).
+const rootFileName = "_fractal.db"
+
 // maxHops bounds how often one message may be rerouted (because the part it
 // was queued for stopped under it) before its caller gets ErrUndeliverable.
 const maxHops = 64
@@ -255,6 +259,59 @@ func (s *System) MailboxLen(path string) int {
 		return 0
 	}
 	return int(v.(*part).queued.Load())
+}
+
+// Children returns the names (last segments) of the children of the part at
+// path that have ever been activated, in byte order; path "" means the root
+// of the tree. It reads the parent's own file through a read-only
+// connection of its own: it activates nothing, scans no directory, and
+// works whether the parent is active or not. A part that was never
+// activated has no children.
+func (s *System) Children(ctx context.Context, path string) ([]string, error) {
+	file := filepath.Join(s.dir, rootFileName)
+	if path != "" {
+		p, err := s.target(path)
+		if err != nil {
+			return nil, err
+		}
+		file = p.File(s.dir)
+	}
+	return readChildren(ctx, file)
+}
+
+func readChildren(ctx context.Context, file string) ([]string, error) {
+	db, err := persistence.Open(ctx, file, &persistence.Options{ReadOnly: true})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("actors: children: %w", err)
+	}
+	defer db.Close()
+	var names []string
+	err = db.View(ctx, func(tx *persistence.Tx) error {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = ?`, childrenTable).Scan(&n); err != nil || n == 0 {
+			return err
+		}
+		rows, err := tx.Query(`SELECT name FROM ` + childrenTable + ` ORDER BY name`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				return err
+			}
+			names = append(names, name)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("actors: children of %s: %w", file, err)
+	}
+	return names, nil
 }
 
 // Dir returns the system's data directory, as an absolute path.

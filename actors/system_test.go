@@ -499,3 +499,25 @@ func TestActivationPanicIsAnError(t *testing.T) {
 		}
 	}
 }
+
+func TestChildrenRecordedDurably(t *testing.T) {
+	h := newHarness(t)
+	for _, p := range []string{"c/a/x", "c/a/y", "c/b", "c/a/alice@example.org"} {
+		h.MustRequest(p, add{1})
+	}
+	check := func(when string) {
+		t.Helper()
+		for path, want := range map[string]string{"": "[c]", "c": "[a b]", "c/a": "[alice@example.org x y]", "c/b": "[]", "c/q": "[]"} {
+			got, err := h.System().Children(context.Background(), path)
+			if err != nil || fmt.Sprint(got) != want {
+				t.Errorf("%s: Children(%q) = %v, %v; want %s", when, path, got, err, want)
+			}
+		}
+	}
+	check("while active")
+	h.Reopen()
+	check("after reopen, nothing active")
+	if _, err := h.System().Children(context.Background(), "../x"); !errors.Is(err, actors.ErrInvalidPath) {
+		t.Fatalf("Children of an invalid path: %v", err)
+	}
+}
