@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"time"
 
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
 )
 
 // Incr is the message of the counter kind below.
@@ -29,7 +31,11 @@ func counters() []actors.Kind {
 	return []actors.Kind{
 		{Name: "counters", Pattern: "counters", Handler: actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
 			return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
-		})},
+		}),
+			// How "counters" supervises its children: restart only the
+			// failed one, at most 5 times a minute.
+			Supervision: supervisor.Spec{Strategy: supervisor.OneForOne, Intensity: 5, Period: time.Minute},
+		},
 		{Name: "counter", Pattern: "counters/*", Handler: counter, Migrations: []persistence.Migration{
 			{Name: "counter", SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`},
 		}},
@@ -47,8 +53,8 @@ func ExampleKind() {
 	defer sys.Close(context.Background())
 	fmt.Print(sys.Tree())
 	// Output:
-	// counters counters (0 migrations)
-	//   counter counters/* (1 migrations)
+	// counters counters (0 migrations, permanent, children: one_for_one intensity=5 period=1m0s)
+	//   counter counters/* (1 migrations, permanent, children: default supervision)
 }
 
 // Opening a system on a data directory, closing it, and opening it again:

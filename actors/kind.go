@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
 )
 
 // A Handler handles the messages sent to a part. Handle runs inside a
@@ -60,6 +61,17 @@ type Kind struct {
 	// outside the part's file. Set either Handler or New.
 	Handler Handler
 
+	// Supervision is how parts of this kind supervise their children:
+	// strategy, restart intensity and backoff (see package supervisor).
+	// The zero value means DefaultSupervision.
+	Supervision supervisor.Spec
+
+	// Restart says whether a part of this kind is restarted by its parent
+	// after its handler panicked: supervisor.Permanent (the zero value)
+	// and supervisor.Transient are, supervisor.Temporary is not (it is
+	// stopped, and activated again by its next message).
+	Restart supervisor.RestartType
+
 	// New returns the handler for one activation of the part at path. It is
 	// called at each activation and after each restart, so a handler that
 	// keeps in-memory state (loaded by an Activator) starts from the file.
@@ -69,9 +81,14 @@ type Kind struct {
 
 var kindNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
 
-// String returns the kind as one line, "name pattern (N migrations)".
+// String returns the kind as one line: name, pattern, schema version,
+// restart type, and how it supervises its children.
 func (k Kind) String() string {
-	return fmt.Sprintf("%s %s (%d migrations)", k.Name, k.Pattern, len(k.Migrations))
+	sup := "default supervision"
+	if k.Supervision != (supervisor.Spec{}) {
+		sup = k.Supervision.String()
+	}
+	return fmt.Sprintf("%s %s (%d migrations, %s, children: %s)", k.Name, k.Pattern, len(k.Migrations), k.Restart, sup)
 }
 
 func (k Kind) handler(p Path) Handler {
@@ -135,6 +152,14 @@ func newTree(kinds []Kind) (*tree, error) {
 		names[k.Name] = true
 		if (k.Handler == nil) == (k.New == nil) {
 			return nil, treeError("kind %q: set exactly one of Handler and New", k.Name)
+		}
+		if k.Supervision != (supervisor.Spec{}) {
+			if err := k.Supervision.Validate(); err != nil {
+				return nil, treeError("kind %q: supervision: %v", k.Name, err)
+			}
+		}
+		if _, err := supervisor.ParseRestartType(k.Restart.String()); err != nil {
+			return nil, treeError("kind %q: %v", k.Name, err)
 		}
 		if k.Pattern == "" {
 			return nil, treeError("kind %q: empty pattern", k.Name)

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
 )
 
 // An envelope carries one message to one part.
@@ -57,13 +59,15 @@ type part struct {
 	queued   atomic.Int64 // envelopes posted to the mailbox and not yet received (any goroutine)
 	unsynced atomic.Int64 // commits of p still waiting for the barrier (p's goroutine and the barrier's)
 
-	alive    bool                   // started and not stopping or restarting
-	batch    *batch                 // the open group-commit transaction, if any
-	current  *envelope              // envelope being received (see MessageReceived)
-	db       *persistence.DB        // nil until the first message after a (re)start
-	handler  Handler                //
-	children map[string]*part       // active children by segment
-	pending  map[string][]*envelope // messages for children that are stopping
+	alive     bool                   // started and not stopping or restarting
+	restarted bool                   // the next Started follows a restart
+	batch     *batch                 // the open group-commit transaction, if any
+	current   *envelope              // envelope being received (see MessageReceived)
+	db        *persistence.DB        // nil until the first message after a (re)start
+	handler   Handler                //
+	children  map[string]*part       // active children by segment
+	pending   map[string][]*envelope // messages for children that are stopping
+	sup       *supervisor.Supervisor // decisions about the children (see supervisorOf)
 }
 
 // props returns the protoactor-go props of p: its mailbox carries p as
@@ -72,7 +76,7 @@ func (p *part) props() *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return (*partActor)(p) },
 		actor.WithMailbox(actor.Unbounded(p)),
 		actor.WithDispatcher(p.sys.dispatcher),
-		actor.WithSupervisor(p.sys.strategy),
+		actor.WithSupervisor(p), // p decides for its children: see HandleFailure
 	)
 }
 
@@ -109,8 +113,17 @@ func (a *partActor) Receive(c actor.Context) {
 		p.restartChild(c, m)
 	case *actor.Started:
 		p.alive = true
+		if p.restarted && p.kind != nil {
+			// A restart reloads at once, as OTP's init does: the handler
+			// is rebuilt and Activate reruns from what is on disk.
+			p.restarted = false
+			if err := p.open(); err != nil {
+				p.logger().Warn("reactivation after restart failed", "err", err)
+			}
+		}
 	case *actor.Restarting:
 		p.alive = false
+		p.restarted = true
 		p.commit()
 		p.closeDB()
 	case *actor.Stopping:
@@ -231,6 +244,9 @@ func (p *part) spawn(c actor.Context, seg string) *part {
 	}
 	p.children[seg] = child
 	p.sys.parts.Store(cp.String(), child)
+	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {
+		p.logger().Error("supervision", "child", seg, "err", err)
+	}
 	return child
 }
 
@@ -292,6 +308,9 @@ func (p *part) childTerminated(c actor.Context, who *actor.PID) {
 			continue
 		}
 		delete(p.children, seg)
+		if p.sup != nil {
+			_ = p.sup.Remove(seg) // already forgotten after a decision to remove it
+		}
 		held := p.pending[seg]
 		delete(p.pending, seg)
 		for _, env := range held {

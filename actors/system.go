@@ -30,14 +30,6 @@ const rootFileName = "_fractal.db"
 // was queued for stopped under it) before its caller gets ErrUndeliverable.
 const maxHops = 64
 
-// Restart intensity used by every parent for its children until supervision
-// is configurable per kind: a part that fails more than maxRestarts times
-// within restartWindow is stopped, and activated again by its next message.
-const (
-	maxRestarts   = 10
-	restartWindow = 10 * time.Second
-)
-
 // Options configure a System. The zero value works, but declares no kinds.
 type Options struct {
 	// Kinds declare the tree: one Kind per level (path pattern). Open
@@ -120,6 +112,9 @@ type Stats struct {
 	Messages uint64 // messages handled by parts (each in its own savepoint)
 	Commits  uint64 // batch transactions committed (successfully or not)
 	Syncs    uint64 // syncs of the shared barrier (PowerLoss only)
+
+	Restarts    uint64 // parts restarted by their parents after failures
+	Escalations uint64 // parents that gave up (intensity exceeded) and failed
 }
 
 // A System is a tree of parts on a data directory. It is safe for
@@ -133,13 +128,14 @@ type System struct {
 
 	as         *actor.ActorSystem
 	dispatcher *dispatcher
-	strategy   actor.SupervisorStrategy
 	root       *part    // the guardian: parent of the top-level parts, no file
 	parts      sync.Map // Path.String() -> *part, every active part
 
 	barrier  *persistence.Barrier // PowerLoss only
-	messages atomic.Uint64
-	commits  atomic.Uint64
+	messages    atomic.Uint64
+	commits     atomic.Uint64
+	restarts    atomic.Uint64
+	escalations atomic.Uint64
 
 	inflight    inflight
 	rootStopped chan struct{} // closed when the guardian has stopped
@@ -219,9 +215,6 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	s.as = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return log.With("component", "protoactor")
 	}))
-	s.strategy = actor.NewOneForOneStrategy(maxRestarts, restartWindow, func(any) actor.Directive {
-		return actor.RestartDirective
-	})
 	// A message that reaches a part after it stopped (dead letter) is
 	// routed again rather than lost.
 	s.as.EventStream.Subscribe(func(m any) {
@@ -239,11 +232,27 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 
 // Stats returns the system's counters.
 func (s *System) Stats() Stats {
-	st := Stats{Messages: s.messages.Load(), Commits: s.commits.Load()}
+	st := Stats{
+		Messages:    s.messages.Load(),
+		Commits:     s.commits.Load(),
+		Restarts:    s.restarts.Load(),
+		Escalations: s.escalations.Load(),
+	}
 	if s.barrier != nil {
 		st.Syncs = s.barrier.Syncs()
 	}
 	return st
+}
+
+// Active reports whether the part at path is active (its actor running,
+// whether or not its file is open).
+func (s *System) Active(path string) bool {
+	p, err := ParsePath(path)
+	if err != nil {
+		return false
+	}
+	_, ok := s.parts.Load(p.String())
+	return ok
 }
 
 // MailboxLen returns the number of messages waiting in the mailbox of the
