@@ -131,7 +131,7 @@ type System struct {
 	root       *part    // the guardian: parent of the top-level parts, no file
 	parts      sync.Map // Path.String() -> *part, every active part
 
-	barrier  *persistence.Barrier // PowerLoss only
+	barrier     *persistence.Barrier // PowerLoss only
 	messages    atomic.Uint64
 	commits     atomic.Uint64
 	restarts    atomic.Uint64
