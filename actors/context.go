@@ -106,7 +106,13 @@ func (c *Context) Tx() *persistence.Tx { return c.tx }
 // Send sends msg to the part at to, once the message being handled has
 // committed; if it rolls back, nothing is sent. to is absolute
 // ("mail/example.org/bob") or relative to this part ("..",
-// "../bob@example.org", "./drafts"). Delivery is at most once: a part that
+// "../bob@example.org", "./drafts").
+//
+// A message to this part's own subtree goes straight to its target. A
+// message to anywhere else crosses this part's boundary: it escalates to
+// the smallest whole that contains both this part and the target (activating
+// it if needed) and travels down from there, as mail between domains goes
+// through the whole. Delivery is at most once: a part that
 // cannot handle the message (its file cannot be opened, its handler fails)
 // drops it after logging.
 func (c *Context) Send(to string, msg any) error {
@@ -120,7 +126,12 @@ func (c *Context) Send(to string, msg any) error {
 	if _, err := c.part.sys.tree.match(p); err != nil {
 		return err
 	}
-	c.out = append(c.out, &envelope{to: p, msg: msg, ctx: context.Background(), from: c.part.path})
+	env := &envelope{to: p, msg: msg, ctx: context.Background(), from: c.part.path}
+	if !c.part.path.Contains(p) {
+		// Outside this part's subtree: through the smallest common whole.
+		env.via, env.relayed = CommonAncestor(c.part.path, p), true
+	}
+	c.out = append(c.out, env)
 	return nil
 }
 

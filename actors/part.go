@@ -24,8 +24,23 @@ type envelope struct {
 	ctx   context.Context
 	reply chan result // buffered(1); nil for Send
 
+	// A message a handler sends outside its own subtree escalates: it
+	// first goes to via, the smallest whole containing both sender and
+	// target, and down from there. relayed is set until it passed via.
+	via     Path
+	relayed bool
+
 	hops     int         // times rerouted
 	finished atomic.Bool // answered (see System.finish)
+}
+
+// next returns where env goes next: the common whole it must pass through,
+// then its target.
+func (env *envelope) next() Path {
+	if env.relayed {
+		return env.via
+	}
+	return env.to
 }
 
 type result struct {
@@ -198,20 +213,25 @@ func (p *part) receive(c actor.Context, env *envelope) {
 		return // stopping: MessageReceived reroutes it
 	}
 	p.current = env
+	if env.relayed && env.via == p.path {
+		env.relayed = false // passed through the smallest common whole
+		p.sys.relays.Add(1)
+	}
+	next := env.next()
 	switch {
-	case env.to == p.path:
+	case next == p.path:
 		p.handle(env)
-	case p.path.IsAncestorOf(env.to):
+	case p.path.IsAncestorOf(next):
 		p.route(c, env)
 	default:
 		p.sys.reroute(env)
 	}
 }
 
-// route passes env one level down towards its target, activating the child
-// on that level if needed.
+// route passes env one level down towards where it goes next, activating
+// the child on that level if needed.
 func (p *part) route(c actor.Context, env *envelope) {
-	seg := env.to.Segments()[p.path.Depth()]
+	seg := env.next().Segments()[p.path.Depth()]
 	child := p.children[seg]
 	if child == nil {
 		p.recordChild(seg)

@@ -115,6 +115,10 @@ type Stats struct {
 
 	Restarts    uint64 // parts restarted by their parents after failures
 	Escalations uint64 // parents that gave up (intensity exceeded) and failed
+
+	// Relays counts messages sent by handlers outside their own subtree,
+	// which pass through the smallest whole containing both ends.
+	Relays uint64
 }
 
 // A System is a tree of parts on a data directory. It is safe for
@@ -136,6 +140,7 @@ type System struct {
 	commits     atomic.Uint64
 	restarts    atomic.Uint64
 	escalations atomic.Uint64
+	relays      atomic.Uint64
 
 	inflight    inflight
 	rootStopped chan struct{} // closed when the guardian has stopped
@@ -237,6 +242,7 @@ func (s *System) Stats() Stats {
 		Commits:     s.commits.Load(),
 		Restarts:    s.restarts.Load(),
 		Escalations: s.escalations.Load(),
+		Relays:      s.relays.Load(),
 	}
 	if s.barrier != nil {
 		st.Syncs = s.barrier.Syncs()
@@ -429,7 +435,7 @@ func (s *System) deliver(env *envelope) {
 		s.finish(env, nil, ErrClosed)
 		return
 	}
-	for p := env.to; !p.IsRoot(); p = p.Parent() {
+	for p := env.next(); !p.IsRoot(); p = p.Parent() {
 		if v, ok := s.parts.Load(p.String()); ok && v.(*part).post(env) {
 			return
 		}

@@ -521,3 +521,28 @@ func TestChildrenRecordedDurably(t *testing.T) {
 		t.Fatalf("Children of an invalid path: %v", err)
 	}
 }
+
+// A message a handler sends outside its own subtree passes through the
+// smallest common whole; one inside it goes straight to its target.
+func TestSendOutsideSubtreeEscalates(t *testing.T) {
+	h := newHarness(t)
+	h.MustRequest("c/b/y", add{0})
+	relays := func() uint64 { return h.System().Stats().Relays }
+
+	before := relays()
+	h.MustRequest("c/a", forward{To: "./x"}) // inside: direct
+	actortest.Eventually(t, func() bool { return counter(t, h, "c/a/x") == 1 })
+	if relays() != before {
+		t.Fatalf("a send into the sender's own subtree was relayed")
+	}
+	h.MustRequest("c/a/x", forward{To: "../../b/y"}) // via c
+	actortest.Eventually(t, func() bool { return counter(t, h, "c/b/y") == 1 })
+	if got := relays() - before; got != 1 {
+		t.Fatalf("%d relays for a send across subtrees, want 1", got)
+	}
+	h.MustRequest("c/a/x", forward{To: "c/a"}) // to an ancestor: via that ancestor itself
+	actortest.Eventually(t, func() bool { return counter(t, h, "c/a") == 1 })
+	if got := relays() - before; got != 2 {
+		t.Fatalf("%d relays, want 2", got)
+	}
+}
