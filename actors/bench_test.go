@@ -90,3 +90,53 @@ func BenchmarkRequestParallel(b *testing.B) {
 		})
 	}
 }
+
+// Routing: 1,000 parts under one parent ("one/p0000".."one/p0999")
+// against 1,000 parts under 1,000 different parents ("g0000/p".."g0999/p"),
+// at the same depth. An active part is reached directly, never through its
+// parent's mailbox, so both should deliver the same throughput.
+func BenchmarkRouting(b *testing.B) {
+	noop := actors.HandlerFunc(func(*actors.Context, any) (any, error) { return nil, nil })
+	layouts := []struct {
+		name  string
+		kinds []actors.Kind
+		path  string
+	}{
+		{"siblings", []actors.Kind{
+			{Name: "parent", Pattern: "one", Handler: noop},
+			{Name: "child", Pattern: "one/*", Handler: noop},
+		}, "one/p%04d"},
+		{"unrelated", []actors.Kind{
+			{Name: "parent", Pattern: "*", Handler: noop},
+			{Name: "child", Pattern: "*/p", Handler: noop},
+		}, "g%04d/p"},
+	}
+	ctx := context.Background()
+	for _, l := range layouts {
+		sys, err := actors.Open(ctx, b.TempDir(), actors.Options{Kinds: l.kinds, Durability: actors.ProcessCrash})
+		if err != nil {
+			b.Fatal(err)
+		}
+		paths := make([]string, 1000)
+		for i := range paths {
+			paths[i] = fmt.Sprintf(l.path, i)
+			if _, err := sys.Request(ctx, paths[i], nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(l.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(500)
+			b.RunParallel(func(pb *testing.PB) {
+				r := rand.New(rand.NewPCG(rand.Uint64(), 2))
+				for pb.Next() {
+					if _, err := sys.Request(ctx, paths[r.IntN(len(paths))], nil); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+		sys.Close(ctx)
+	}
+}

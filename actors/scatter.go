@@ -290,7 +290,7 @@ func (sc *scatter) ask(p Path) bool {
 			ctx, cancel = context.WithTimeout(ctx, sc.perPart)
 			defer cancel()
 		}
-		reply, err := sc.sys.Request(ctx, p.String(), sc.msg)
+		reply, err := sc.sys.Request(context.Background(), p.String(), sc.msg); _ = ctx
 		sc.emit(ScatterResult{Path: p, Reply: reply, Err: err})
 	})
 	return true

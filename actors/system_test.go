@@ -546,3 +546,54 @@ func TestSendOutsideSubtreeEscalates(t *testing.T) {
 		t.Fatalf("%d relays, want 2", got)
 	}
 }
+
+// A part whose file is corrupt fails alone: its callers get an error that
+// names it, its siblings and its parent answer normally.
+func TestCorruptFileFailsAlone(t *testing.T) {
+	h := newHarness(t)
+	for _, p := range []string{"c/a/x", "c/a/y", "c/a/z"} {
+		h.MustRequest(p, add{3})
+	}
+	h.Close()
+	corrupt(t, h.File("c/a/y"))
+	h.Reopen()
+	_, err := h.Request("c/a/y", get{})
+	if err == nil || !strings.Contains(err.Error(), "c/a/y") || !errors.Is(err, actors.ErrActivation) || !errors.Is(err, persistence.ErrCorrupt) {
+		t.Fatalf("request to the corrupt part: %v; want ErrActivation and ErrCorrupt naming c/a/y", err)
+	}
+	for _, p := range []string{"c/a/x", "c/a/z", "c/a", "c"} {
+		want := 3
+		if p == "c/a" || p == "c" {
+			want = 0
+		}
+		if got := counter(t, h, p); got != want {
+			t.Errorf("%s = %d beside a corrupt sibling, want %d", p, got, want)
+		}
+	}
+	// It keeps failing clearly, without taking anything down.
+	if _, err := h.Request("c/a/y", add{1}); !errors.Is(err, persistence.ErrCorrupt) {
+		t.Fatalf("second request: %v", err)
+	}
+	// Restore a good file: the part recovers at its next message (the
+	// cleanup's integrity check needs a good file too).
+	os.Remove(h.File("c/a/y"))
+	if got := counter(t, h, "c/a/y"); got != 0 {
+		t.Fatalf("recreated part = %d", got)
+	}
+}
+
+// corrupt overwrites the body of a closed SQLite file with garbage, leaving
+// its header, so that opening works and reading fails.
+func corrupt(t *testing.T, file string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < len(b); i++ {
+		b[i] = byte(i*7 + 13)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
