@@ -113,7 +113,7 @@ func warmUp(ctx context.Context, t target, parts, workers int) (int64, error) {
 // closedResult is what one closed-loop run measured.
 type closedResult struct {
 	ops     int64         // replies received within the window
-	acked   int64         // every reply, including those after the window
+	acked   int64         // every reply, ramp and drain included
 	elapsed time.Duration // the window
 	lat     *latencies
 	// served is the distribution of replies per client within the
@@ -123,15 +123,22 @@ type closedResult struct {
 	// sampled during the window: the clients whose request is in the
 	// system; the others are waiting for a processor to send theirs.
 	inflight float64
+	// stats is the system's work during the window; hasStats is false
+	// for a system that does not commit.
+	stats    counters
+	hasStats bool
 }
 
 func (r closedResult) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
-// closedLoop runs clients clients for d: each repeatedly picks a random
-// part (its own generator, seeded from seed), sends a request, waits for
-// the reply and records the latency. Clients stop sending at the end of the
-// window; the replies still in flight then are waited for and acknowledged,
-// but only the replies inside the window count towards the rate.
+// closedLoop runs clients clients for ramp, then measures them for d: each
+// repeatedly picks a random part (its own generator, seeded from seed),
+// sends a request, waits for the reply and records the latency. The ramp
+// lets the system leave the start (every client sending at once) behind:
+// replies before the window are acknowledged but not measured. Clients stop
+// sending at the end of the window; the replies still in flight then are
+// waited for, acknowledged and their latencies recorded, but only the
+// replies inside the window count towards the rate.
 //
 // Before each request a client yields the processor (runtime.Gosched), so
 // that it queues behind the other runnable clients, as a request from the
@@ -139,11 +146,11 @@ func (r closedResult) rate() float64 { return float64(r.ops) / r.elapsed.Seconds
 // channel send right after the sender blocks: a few clients would chain
 // request after request while the others starved, and the "concurrent"
 // clients would not be concurrent. A request's latency runs from the moment
-// its client was ready to send it (the previous reply, or the start of the
-// window) to the moment it has the reply, so the wait for a processor
-// counts: in a closed loop the mean latency is then clients/throughput
-// (Little's law), whatever the order of service.
-func closedLoop(ctx context.Context, t target, parts, clients int, d time.Duration, seed int64) (closedResult, error) {
+// its client was ready to send it (the previous reply, or the start) to the
+// moment it has the reply, so the wait for a processor counts: in a closed
+// loop the mean latency is then clients/throughput (Little's law), whatever
+// the order of service.
+func closedLoop(ctx context.Context, t target, parts, clients int, ramp, d time.Duration, seed int64) (closedResult, error) {
 	var (
 		h      histogram
 		ops    atomic.Int64
@@ -154,7 +161,7 @@ func closedLoop(ctx context.Context, t target, parts, clients int, d time.Durati
 		served = make([]int64, clients)
 		inside atomic.Int64
 	)
-	var t0, deadline time.Time
+	var t0, from, deadline time.Time
 	for i := range clients {
 		wg.Add(1)
 		go func() {
@@ -166,8 +173,7 @@ func closedLoop(ctx context.Context, t target, parts, clients int, d time.Durati
 			ready := t0
 			for {
 				runtime.Gosched()
-				sent := time.Now()
-				if !sent.Before(deadline) {
+				if !time.Now().Before(deadline) {
 					break
 				}
 				p := rng.IntN(parts)
@@ -185,11 +191,13 @@ func closedLoop(ctx context.Context, t target, parts, clients int, d time.Durati
 					continue
 				}
 				all++
-				h.record(i, done.Sub(ready))
-				ready = done
-				if done.Before(deadline) {
-					in++
+				if !done.Before(from) {
+					h.record(i, done.Sub(ready))
+					if done.Before(deadline) {
+						in++
+					}
 				}
+				ready = done
 			}
 			served[i] = in
 			ops.Add(in)
@@ -197,25 +205,39 @@ func closedLoop(ctx context.Context, t target, parts, clients int, d time.Durati
 		}()
 	}
 	t0 = time.Now()
-	deadline = t0.Add(d)
+	from = t0.Add(ramp)
+	deadline = from.Add(d)
 	close(start)
+
+	time.Sleep(time.Until(from))
+	s0, hasStats := t.stats()
 	var samples, sum int64
-	for tick := time.NewTicker(d / 50); ; {
+	tick := time.NewTicker(d / 50)
+	for time.Now().Before(deadline) {
 		<-tick.C
-		if !time.Now().Before(deadline) {
-			tick.Stop()
-			break
-		}
 		samples++
 		sum += inside.Load()
 	}
+	tick.Stop()
+	s1, _ := t.stats()
 	wg.Wait()
+
 	slices.Sort(served)
-	return closedResult{
+	r := closedResult{
 		ops: ops.Load(), acked: acked.Load(), elapsed: d, lat: h.snapshot(),
 		servedMin: served[0], servedMedian: served[len(served)/2], servedMax: served[len(served)-1],
 		inflight: float64(sum) / float64(max(samples, 1)),
-	}, e.err()
+		hasStats: hasStats,
+	}
+	if hasStats {
+		r.stats = counters{
+			messages: s1.messages - s0.messages,
+			commits:  s1.commits - s0.commits,
+			syncs:    s1.syncs - s0.syncs,
+			hasSyncs: s1.hasSyncs,
+		}
+	}
+	return r, e.err()
 }
 
 // openResult is what one open-loop run measured.

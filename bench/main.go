@@ -59,6 +59,7 @@ func systems() []system {
 type config struct {
 	parts        int
 	clients      int
+	ramp         time.Duration
 	duration     time.Duration
 	openDuration time.Duration
 	openRate     float64
@@ -79,14 +80,12 @@ func (c *config) postgres(syncCommit string) target {
 
 // outcome is one system's measurements.
 type outcome struct {
-	name     string
-	ran      bool
-	err      error
-	closed   closedResult
-	open     openResult
-	batch    counters // during the closed loop
-	hasBatch bool
-	warm     time.Duration
+	name   string
+	ran    bool
+	err    error
+	closed closedResult
+	open   openResult
+	warm   time.Duration
 }
 
 func main() {
@@ -102,12 +101,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var (
 		cfg      config
 		names    = fs.String("systems", "", "comma-separated systems to run (default: all available)")
-		quick    = fs.Bool("quick", false, "quick mode: 2s of measurement per system (closed loop 1.5s, open loop 0.5s), 1000 parts, 10000 clients, no postgres")
+		quick    = fs.Bool("quick", false, "quick mode: closed loop 0.5s ramp + 1s, open loop 0.5s, 1000 parts, 10000 clients, no postgres")
 		openRate = fs.String("open-rate", "", "open-loop requests per second (default: half of each system's closed-loop rate)")
 		seed     = fs.Int64("seed", 0, "random seed (default: from the clock)")
 	)
 	fs.IntVar(&cfg.parts, "parts", 1000, "number of parts")
 	fs.IntVar(&cfg.clients, "clients", 10000, "concurrent clients in the closed loop")
+	fs.DurationVar(&cfg.ramp, "ramp", time.Second, "closed-loop time before the window, not measured")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "closed-loop measurement time per system")
 	fs.DurationVar(&cfg.openDuration, "open-duration", 0, "open-loop measurement time per system (default: -duration)")
 	fs.IntVar(&cfg.warmWorkers, "warm-workers", 256, "requests in flight during the warm-up")
@@ -126,9 +126,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *quick {
 		// The quick mode fits every non-postgres system in under a
 		// minute on a 2-core machine, warm-ups, drains and checks
-		// included: 2s of measurement per system.
+		// included: 2s of load per system, 1.5s of it measured.
+		if !set["ramp"] {
+			cfg.ramp = 500 * time.Millisecond
+		}
 		if !set["duration"] {
-			cfg.duration = 1500 * time.Millisecond
+			cfg.duration = time.Second
 		}
 		if !set["open-duration"] {
 			cfg.openDuration = 500 * time.Millisecond
@@ -150,8 +153,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if cfg.clients < 1 {
 		return fmt.Errorf("-clients must be positive, got %d", cfg.clients)
 	}
-	if cfg.duration <= 0 || cfg.openDuration <= 0 {
-		return errors.New("-duration and -open-duration must be positive")
+	if cfg.duration <= 0 || cfg.openDuration <= 0 || cfg.ramp < 0 {
+		return errors.New("-duration and -open-duration must be positive, -ramp not negative")
 	}
 	if cfg.pgPool < 1 {
 		return fmt.Errorf("-pg-pool must be positive, got %d", cfg.pgPool)
@@ -189,6 +192,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// Deferred first, so that it runs last: the total includes removing
+	// the data root.
+	began := time.Now()
+	defer func() { fmt.Fprintf(stderr, "total %s\n", secs(time.Since(began))) }()
+
 	if cfg.dir == "" {
 		d, err := os.MkdirTemp("", "fractal-bench-")
 		if err != nil {
@@ -203,8 +211,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	printMachine(stdout, &cfg)
-	began := time.Now()
-	defer func() { fmt.Fprintf(stderr, "total %s\n", secs(time.Since(began))) }()
 
 	// An interrupt ends the run cleanly: the current system's requests
 	// fail, the next systems are skipped, and the data root is removed.
@@ -294,24 +300,13 @@ func measure(parent context.Context, cfg *config, name string, t target, log io.
 	fmt.Fprintf(log, " %v | closed...", secs(o.warm))
 	runtime.GC()
 
-	s0, hasStats := t.stats()
 	c0 := time.Now()
-	o.closed, err = closedLoop(ctx, t, cfg.parts, cfg.clients, cfg.duration, cfg.seed)
+	o.closed, err = closedLoop(ctx, t, cfg.parts, cfg.clients, cfg.ramp, cfg.duration, cfg.seed)
 	closedTime := time.Since(c0)
-	s1, _ := t.stats()
 	if err != nil {
 		fmt.Fprintln(log)
 		o.err = fmt.Errorf("closed loop: %w", err)
 		return o
-	}
-	if hasStats {
-		o.hasBatch = true
-		o.batch = counters{
-			messages: s1.messages - s0.messages,
-			commits:  s1.commits - s0.commits,
-			syncs:    s1.syncs - s0.syncs,
-			hasSyncs: s1.hasSyncs,
-		}
 	}
 	rate := cfg.openRate
 	if rate == 0 {
@@ -375,8 +370,8 @@ func printMachine(w io.Writer, cfg *config) {
 	if cfg.pgDSN != "" {
 		pg = fmt.Sprintf("on (pool %d)", cfg.pgPool)
 	}
-	fmt.Fprintf(w, "workload: parts=%d clients=%d closed=%v open=%v open-rate=%s seed=%d postgres=%s\n\n",
-		cfg.parts, cfg.clients, cfg.duration, cfg.openDuration, open, cfg.seed, pg)
+	fmt.Fprintf(w, "workload: parts=%d clients=%d ramp=%v closed=%v open=%v open-rate=%s seed=%d postgres=%s\n\n",
+		cfg.parts, cfg.clients, cfg.ramp, cfg.duration, cfg.openDuration, open, cfg.seed, pg)
 }
 
 func cpuModel() string {
@@ -407,13 +402,13 @@ func printTable(w io.Writer, outs []outcome) {
 			continue
 		}
 		commits, batch, syncs := "-", "-", "-"
-		if o.hasBatch {
-			commits = strconv.FormatUint(o.batch.commits, 10)
-			if o.batch.commits > 0 {
-				batch = fmt.Sprintf("%.1f", float64(o.batch.messages)/float64(o.batch.commits))
+		if st := o.closed.stats; o.closed.hasStats {
+			commits = strconv.FormatUint(st.commits, 10)
+			if st.commits > 0 {
+				batch = fmt.Sprintf("%.1f", float64(st.messages)/float64(st.commits))
 			}
-			if o.batch.hasSyncs {
-				syncs = strconv.FormatUint(o.batch.syncs, 10)
+			if st.hasSyncs {
+				syncs = strconv.FormatUint(st.syncs, 10)
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n", o.name,
