@@ -110,14 +110,16 @@ type kindSpec struct {
 }
 
 func (k *kindSpec) matches(p Path) bool {
-	segs := p.Segments()
-	if len(segs) != len(k.segs) {
-		return false
-	}
-	for i, s := range k.segs {
-		if s != "*" && s != segs[i] {
+	rest := p.String()
+	for i, want := range k.segs {
+		seg, tail, more := strings.Cut(rest, "/")
+		if want != "*" && want != seg {
 			return false
 		}
+		if more != (i < len(k.segs)-1) {
+			return false // p is longer or shorter than the pattern
+		}
+		rest = tail
 	}
 	return true
 }

@@ -231,7 +231,7 @@ func (p *part) receive(c actor.Context, env *envelope) {
 // route passes env one level down towards where it goes next, activating
 // the child on that level if needed.
 func (p *part) route(c actor.Context, env *envelope) {
-	seg := env.next().Segments()[p.path.Depth()]
+	seg := env.next().segment(p.path.Depth())
 	child := p.children[seg]
 	if child == nil {
 		p.recordChild(seg)
@@ -474,6 +474,8 @@ type batch struct {
 	n       int         // messages handled in it
 	replies []heldReply // released after the commit (the output gate)
 	out     []*envelope // sent after the commit
+
+	rolledBack bool // its only message failed: nothing to commit
 }
 
 type heldReply struct {
@@ -497,7 +499,8 @@ func (p *part) handle(env *envelope) {
 			return
 		}
 	}
-	if p.batch == nil {
+	first := p.batch == nil
+	if first {
 		tx, err := p.db.Begin(context.Background())
 		if err != nil {
 			p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
@@ -507,22 +510,36 @@ func (p *part) handle(env *envelope) {
 	}
 	b := p.batch
 	b.n++
-	sp, err := b.tx.Savepoint()
-	if err != nil {
-		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
-		return
+	// The first message of a batch needs no savepoint: if it fails, the
+	// whole transaction, which holds nothing else, is rolled back.
+	var sp *persistence.Savepoint
+	if !first {
+		var err error
+		if sp, err = b.tx.Savepoint(); err != nil {
+			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+			return
+		}
 	}
 	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
 	reply, perr, err := p.call(c, env.msg)
 	c.end()
+	if perr != nil || err != nil {
+		var rerr error
+		if sp != nil {
+			rerr = sp.Rollback()
+		} else {
+			rerr = b.tx.Rollback()
+			b.rolledBack = true
+		}
+		if rerr != nil {
+			p.logger().Error("rollback", "err", rerr) // a savepoint's: the commit will fail and say so
+		}
+	}
 	switch {
 	case perr != nil:
-		// Roll the message back, commit the rest of the batch, then
-		// fail: the panic reaches protoactor-go, which suspends the
-		// mailbox and asks the parent to decide.
-		if rerr := sp.Rollback(); rerr != nil {
-			p.logger().Error("rollback after panic", "err", rerr)
-		}
+		// Commit the rest of the batch, then fail: the panic reaches
+		// protoactor-go, which suspends the mailbox and asks the parent
+		// to decide.
 		b.hold(env, nil, perr)
 		p.commit()
 		// protoactor-go will not call MessageReceived for a message
@@ -531,14 +548,16 @@ func (p *part) handle(env *envelope) {
 		p.current = nil
 		panic(perr)
 	case err != nil:
-		if rerr := sp.Rollback(); rerr != nil {
-			p.logger().Error("rollback", "err", rerr) // the commit will fail and say so
-		}
 		b.hold(env, nil, err)
+		if b.rolledBack {
+			p.commit() // nothing left to commit: end the batch
+		}
 	default:
-		if err := sp.Release(); err != nil {
-			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
-			return
+		if sp != nil {
+			if err := sp.Release(); err != nil {
+				b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+				return
+			}
 		}
 		b.hold(env, reply, nil)
 		b.out = append(b.out, c.out...)
@@ -560,8 +579,11 @@ func (p *part) commit() {
 		return
 	}
 	p.batch = nil
-	err := b.tx.Commit()
-	p.sys.commits.Add(1)
+	var err error
+	if !b.rolledBack {
+		err = b.tx.Commit()
+		p.sys.commits.Add(1)
+	}
 	p.sys.messages.Add(uint64(b.n))
 	if err != nil {
 		err = fmt.Errorf("actors: %s: %w", p.path, err)
@@ -574,7 +596,7 @@ func (p *part) commit() {
 		b.release(p.sys, nil)
 		return
 	}
-	wrote := b.tx.Wrote()
+	wrote := !b.rolledBack && b.tx.Wrote()
 	if !wrote && p.unsynced.Load() == 0 {
 		// Nothing of p's is waiting to be synced: what these replies
 		// read is already durable.

@@ -151,6 +151,17 @@ func (p Path) Segments() []string {
 	return strings.Split(p.s, "/")
 }
 
+// segment returns the segment at index i (0-based), without allocating;
+// i must be below p.Depth().
+func (p Path) segment(i int) string {
+	rest := p.s
+	for ; i > 0; i-- {
+		_, rest, _ = strings.Cut(rest, "/")
+	}
+	seg, _, _ := strings.Cut(rest, "/")
+	return seg
+}
+
 // Depth returns the number of segments of p; the root has depth 0.
 func (p Path) Depth() int {
 	if p.s == "" {

@@ -684,3 +684,23 @@ func ExampleEncodeSegment() {
 	// %5fpart.db
 	// 100%25
 }
+
+func TestSegmentAt(t *testing.T) {
+	p := MustParsePath("mail/example.org/alice@example.org")
+	for i, want := range p.Segments() {
+		if got := p.segment(i); got != want {
+			t.Errorf("segment(%d) = %q, want %q", i, got, want)
+		}
+	}
+}
+
+func TestKindMatchesByDepth(t *testing.T) {
+	k := &kindSpec{segs: []string{"mail", "*", "*"}}
+	for path, want := range map[string]bool{
+		"mail/a/b": true, "mail/a": false, "mail/a/b/c": false, "mail": false, "post/a/b": false, "mail/*/b": true,
+	} {
+		if got := k.matches(MustParsePath(path)); got != want {
+			t.Errorf("mail/*/* matches %q = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -32,8 +32,7 @@ const (
 type Tx struct {
 	db      *DB
 	ctx     context.Context // parent context, checked before COMMIT
-	stmtCtx context.Context // derived from ctx, cancelled when the Tx ends
-	cancel  context.CancelFunc
+	stmtCtx context.Context // the context of statements run without one: ctx
 	// queryOnly is set when begin turned PRAGMA query_only on for this
 	// transaction; ending it turns it off again.
 	queryOnly bool
@@ -45,7 +44,6 @@ type Tx struct {
 	done       bool
 	wrote      bool // the commit wrote to the file
 	savepoints []*Savepoint
-	spSeq      int
 	rows       []*sql.Rows // opened by the Tx; closed when it ends
 }
 
@@ -106,8 +104,7 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 	db.aborted.Store(false)
 	db.wrote.Store(false)
 
-	stmtCtx, cancel := context.WithCancel(ctx)
-	tx := &Tx{db: db, ctx: ctx, stmtCtx: stmtCtx, cancel: cancel, queryOnly: queryOnly, managed: managed}
+	tx := &Tx{db: db, ctx: ctx, stmtCtx: ctx, queryOnly: queryOnly, managed: managed}
 	db.cur = tx
 	return tx, nil
 }
@@ -285,8 +282,10 @@ func (tx *Tx) Savepoint() (*Savepoint, error) {
 	if err := tx.usableLocked(); err != nil {
 		return nil, err
 	}
-	tx.spSeq++
-	sp := &Savepoint{tx: tx, name: "persistence_sp" + strconv.Itoa(tx.spSeq)}
+	// Named by nesting depth: successive savepoints reuse the same few
+	// names (and cached statements); nested ones differ, so ROLLBACK TO
+	// and RELEASE always find the right one.
+	sp := &Savepoint{tx: tx, name: savepointName(len(tx.savepoints) + 1)}
 	if err := tx.ctx.Err(); err != nil {
 		return nil, fmt.Errorf("persistence: savepoint: %w", err)
 	}
@@ -295,6 +294,22 @@ func (tx *Tx) Savepoint() (*Savepoint, error) {
 	}
 	tx.savepoints = append(tx.savepoints, sp)
 	return sp, nil
+}
+
+// savepointNames are the names of the first savepoints of a transaction,
+// made once so that opening a savepoint allocates no name.
+var savepointNames = func() (names [64]string) {
+	for i := range names {
+		names[i] = "persistence_sp" + strconv.Itoa(i)
+	}
+	return names
+}()
+
+func savepointName(seq int) string {
+	if seq < len(savepointNames) {
+		return savepointNames[seq]
+	}
+	return "persistence_sp" + strconv.Itoa(seq)
 }
 
 // Release ends the savepoint keeping its changes in the transaction; they
@@ -432,7 +447,6 @@ func (db *DB) finishLocked(tx *Tx) {
 		sp.done = true
 	}
 	tx.savepoints = nil
-	tx.cancel()
 	if tx.queryOnly {
 		_, _ = db.conn.ExecContext(context.Background(), "PRAGMA query_only = 0")
 	}
