@@ -93,7 +93,8 @@ type ScatterResult struct {
 //
 // Results come in the order they arrive. Stopping the iteration early
 // (break) cancels the requests still in flight, through the context they
-// carry, and returns once every goroutine of the search has ended.
+// carry, and waits until each of them has returned and the walk has
+// stopped: nothing of the search outlives the loop.
 //
 // Bounds: at most opts.Concurrency requests are in flight at once (see
 // ScatterOptions). The walk holds at most one found path waiting for a
@@ -290,7 +291,7 @@ func (sc *scatter) ask(p Path) bool {
 			ctx, cancel = context.WithTimeout(ctx, sc.perPart)
 			defer cancel()
 		}
-		reply, err := sc.sys.Request(context.Background(), p.String(), sc.msg); _ = ctx
+		reply, err := sc.sys.Request(ctx, p.String(), sc.msg)
 		sc.emit(ScatterResult{Path: p, Reply: reply, Err: err})
 	})
 	return true

@@ -358,6 +358,7 @@ func TestScatterSlowAndFailingParts(t *testing.T) {
 			}
 			elapsed := time.Since(start)
 			w.free()
+			t.Logf("search ended after %v (deadline %v)", elapsed, deadline)
 			slices.Sort(got)
 			if want := "[s/a/x s/a/y s/a/z s/b/w s/b/x s/d/q]"; fmt.Sprint(got) != want {
 				t.Errorf("replies from %v, want %s", got, want)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/persistence"
@@ -52,7 +53,51 @@ type (
 	// Sent is one message a mailbox sent, with the reason it bounced if it
 	// did.
 	Sent struct{ ID, To, Subject, Bounced string }
+
+	// Search asks a mailbox for the letters in its inbox that contain
+	// every word of Query, in the subject or the body; the reply is
+	// []Hit, best match first, at most maxHits of them. Words are
+	// matched whole, ignoring case and diacritics; a word ending in '*'
+	// matches every word it begins ("noodle*" finds "noodles"). Anything
+	// else in Query is taken as text, never as query syntax.
+	Search struct{ Query string }
+
+	// Hit is a letter that matched a Search, with an excerpt of its
+	// matching field in which the matched words are in [brackets].
+	Hit struct {
+		Letter
+		Snippet string
+	}
 )
+
+// maxHits bounds the letters one mailbox returns for a Search.
+const maxHits = 20
+
+// errEmptyQuery is the error of a Search with no word to look for.
+var errEmptyQuery = errors.New("mail: search query has no words")
+
+// ftsQuery turns the words of a Search into an FTS5 query that needs all
+// of them: each word is quoted, so that nothing in it is read as FTS5
+// syntax, and a trailing '*' is kept outside the quotes as a prefix match.
+func ftsQuery(q string) (string, error) {
+	var terms []string
+	for _, w := range strings.Fields(q) {
+		prefix := strings.HasSuffix(w, "*")
+		w = strings.TrimRight(w, "*")
+		if !strings.ContainsFunc(w, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) {
+			continue // nothing the tokenizer would index
+		}
+		term := `"` + strings.ReplaceAll(w, `"`, `""`) + `"`
+		if prefix {
+			term += "*"
+		}
+		terms = append(terms, term)
+	}
+	if len(terms) == 0 {
+		return "", fmt.Errorf("%w: %q", errEmptyQuery, q)
+	}
+	return strings.Join(terms, " AND "), nil
+}
 
 var relayMigrations = []persistence.Migration{{
 	Name: "relay log",
@@ -66,12 +111,43 @@ var domainMigrations = append(relayMigrations[:1:1], persistence.Migration{
 	SQL:  `CREATE TABLE accounts (address TEXT PRIMARY KEY, created_at TEXT NOT NULL)`,
 })
 
+// mailboxMigrations is a mailbox file's schema history. Version 1 kept the
+// inbox and what was sent; version 2 indexes the inbox for Search.
 var mailboxMigrations = []persistence.Migration{{
 	Name: "inbox and sent",
 	SQL: `CREATE TABLE inbox (id TEXT PRIMARY KEY, sender TEXT NOT NULL, subject TEXT NOT NULL,
 			body TEXT NOT NULL, received_at TEXT NOT NULL);
 		CREATE TABLE sent (id TEXT PRIMARY KEY, recipient TEXT NOT NULL, subject TEXT NOT NULL,
 			body TEXT NOT NULL, sent_at TEXT NOT NULL, bounced TEXT)`,
+}, {
+	// An FTS5 index over the inbox's subjects and bodies, kept by
+	// triggers. It is an external-content index (the text is stored once,
+	// in inbox), so it refers to letters by rowid, and the rowids must be
+	// stable: the inbox of version 1 has only an implicit rowid, which
+	// VACUUM may renumber, so it is rebuilt with an INTEGER PRIMARY KEY
+	// (n, in arrival order) before the letters already there are indexed.
+	// Letters are matched case-insensitively and without regard to
+	// diacritics ("cafe" finds "Café").
+	Name: "inbox search index",
+	SQL: `ALTER TABLE inbox RENAME TO inbox_v1;
+		CREATE TABLE inbox (n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
+			subject TEXT NOT NULL, body TEXT NOT NULL, received_at TEXT NOT NULL);
+		INSERT INTO inbox (id, sender, subject, body, received_at)
+			SELECT id, sender, subject, body, received_at FROM inbox_v1 ORDER BY received_at, id;
+		DROP TABLE inbox_v1;
+		CREATE VIRTUAL TABLE inbox_fts USING fts5(subject, body, content='inbox', content_rowid='n',
+			tokenize='unicode61 remove_diacritics 2');
+		INSERT INTO inbox_fts (inbox_fts) VALUES ('rebuild');
+		CREATE TRIGGER inbox_fts_insert AFTER INSERT ON inbox BEGIN
+			INSERT INTO inbox_fts (rowid, subject, body) VALUES (new.n, new.subject, new.body);
+		END;
+		CREATE TRIGGER inbox_fts_delete AFTER DELETE ON inbox BEGIN
+			INSERT INTO inbox_fts (inbox_fts, rowid, subject, body) VALUES ('delete', old.n, old.subject, old.body);
+		END;
+		CREATE TRIGGER inbox_fts_update AFTER UPDATE ON inbox BEGIN
+			INSERT INTO inbox_fts (inbox_fts, rowid, subject, body) VALUES ('delete', old.n, old.subject, old.body);
+			INSERT INTO inbox_fts (rowid, subject, body) VALUES (new.n, new.subject, new.body);
+		END`,
 }}
 
 // maxHops stops a message that is routed in circles.
@@ -205,6 +281,28 @@ func handleMailbox(c *actors.Context, msg any) (any, error) {
 				return nil, err
 			}
 			out = append(out, l)
+		}
+		return out, rows.Err()
+	case Search:
+		q, err := ftsQuery(m.Query)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := c.Query(`SELECT i.id, i.sender, i.subject, i.body,
+				snippet(inbox_fts, -1, '[', ']', '…', 12)
+			FROM inbox_fts JOIN inbox i ON i.n = inbox_fts.rowid
+			WHERE inbox_fts MATCH ? ORDER BY rank, i.n LIMIT ?`, q, maxHits)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out []Hit
+		for rows.Next() {
+			var h Hit
+			if err := rows.Scan(&h.ID, &h.From, &h.Subject, &h.Body, &h.Snippet); err != nil {
+				return nil, err
+			}
+			out = append(out, h)
 		}
 		return out, rows.Err()
 	case ListSent:

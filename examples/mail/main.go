@@ -1,6 +1,9 @@
 // Command mail is fractal's flagship example: a mail system in which the
 // whole routes between domains, each domain routes between its mailboxes,
-// and each mailbox keeps its own mail in its own SQLite file.
+// and each mailbox keeps its own mail in its own SQLite file, indexed for
+// full-text search (SQLite FTS5). A search everywhere asks every mailbox of
+// a domain, or of the whole, at once (actors.System.Scatter), each one
+// searching its own index.
 //
 //	go run ./examples/mail -data DIR
 //
@@ -19,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/fractalrt/fractal/actors"
@@ -105,6 +109,42 @@ func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) erro
 	}
 	step("delivered: bob has %s, carol has %s, carol's %s bounced", id1, id2, id3)
 
+	// A few more letters, for the search below.
+	more := []struct{ from, to, subject, body string }{
+		{"bob@example.org", "alice@example.org", "re: lunch?", "Noon works. Shall we try the new noodle bar?"},
+		{"carol@example.net", "bob@example.org", "noodle recipe", "Simmer the broth for six hours, then add the noodles."},
+		{"alice@example.org", "carol@example.net", "conference", "The slides are attached. Lunch is provided on both days."},
+		{"carol@example.net", "alice@example.org", "Café Zoë", "Meet me at Café Zoë, by the station."},
+	}
+	var sentIDs []string
+	for _, m := range more {
+		from, err := mailboxPath(m.from)
+		if err != nil {
+			return err
+		}
+		id, err := sys.Request(ctx, from, Submit{To: m.to, Subject: m.subject, Body: m.body})
+		if err != nil {
+			return err
+		}
+		sentIDs = append(sentIDs, id.(string))
+	}
+	if err := waitFor(ctx, func() (bool, error) {
+		for i, m := range more {
+			to, err := mailboxPath(m.to)
+			if err != nil {
+				return false, err
+			}
+			letters, err := inbox(ctx, sys, to)
+			if err != nil || !hasID(letters, sentIDs[i]) {
+				return false, err
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("waiting for deliveries: %w", err)
+	}
+	step("delivered %d more letters: %v", len(more), sentIDs)
+
 	// Bad input changes nothing.
 	_, err = sys.Request(ctx, "../../etc/passwd", List{})
 	step("request to ../../etc/passwd: %v (invalid path: %t)", err, errors.Is(err, actors.ErrInvalidPath))
@@ -130,6 +170,20 @@ func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) erro
 	for _, l := range bob {
 		fmt.Fprintf(w, "    %s from %s: %q\n", l.ID, l.From, l.Subject)
 	}
+
+	// Search everywhere: every mailbox of a domain, then every mailbox of
+	// the whole, each searching its own file's index at once. The
+	// mailboxes are found in their parents' files, without activating
+	// any other part; each answers, or reports its own error.
+	for _, s := range []struct{ pattern, query string }{
+		{"mail/example.org/*", "noodle*"},
+		{"mail/*/*", "lunch"},
+		{"mail/*/*", "cafe"},
+	} {
+		if err := searchEverywhere(ctx, w, sys, s.pattern, s.query); err != nil {
+			return err
+		}
+	}
 	if err := sys.Close(ctx); err != nil {
 		return err
 	}
@@ -143,6 +197,49 @@ func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) erro
 		fmt.Fprintf(w, "    %s\n", rel)
 		return nil
 	})
+}
+
+// searchEverywhere sends Search{query} to every mailbox matching pattern
+// and prints the hits per mailbox, and each mailbox's error if it has one.
+// A search with no mailbox to ask is an error.
+func searchEverywhere(ctx context.Context, w io.Writer, sys *actors.System, pattern, query string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var results []actors.ScatterResult
+	hits := 0
+	for r := range sys.Scatter(ctx, pattern, Search{Query: query}, nil) {
+		results = append(results, r)
+		if h, ok := r.Reply.([]Hit); ok && r.Err == nil {
+			hits += len(h)
+		}
+	}
+	if len(results) == 0 {
+		return fmt.Errorf("search %q across %s: no mailbox found", query, pattern)
+	}
+	// Results arrive in any order; print them by mailbox.
+	slices.SortFunc(results, func(a, b actors.ScatterResult) int { return strings.Compare(a.Path.String(), b.Path.String()) })
+	fmt.Fprintf(w, "- search %q across %s: %d hit(s) in %d mailbox(es) asked:\n", query, pattern, hits, len(results))
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(w, "    %s: error: %v\n", r.Path, r.Err)
+			continue
+		}
+		found, _ := r.Reply.([]Hit)
+		fmt.Fprintf(w, "    %s: %d hit(s)\n", r.Path, len(found))
+		for _, h := range found {
+			fmt.Fprintf(w, "        %s from %s: %s\n", h.ID, h.From, h.Snippet)
+		}
+	}
+	return nil
+}
+
+// mailboxPath returns the path of the mailbox of an address.
+func mailboxPath(addr string) (string, error) {
+	domain, err := domainOf(addr)
+	if err != nil {
+		return "", err
+	}
+	return "mail/" + domain + "/" + addr, nil
 }
 
 func inbox(ctx context.Context, sys *actors.System, path string) ([]Letter, error) {
