@@ -70,7 +70,8 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 	s := p.supervisorOf()
 	d, err := s.Exit(time.Now(), seg, supervisor.Failure, rand.Float64())
 	if errors.Is(err, supervisor.ErrUnknownChild) {
-		if err := s.Add(seg, child.kind.Restart); err == nil {
+		// Not known (forgotten after an escalation): add it back first.
+		if err = s.Add(seg, child.kind.Restart); err == nil {
 			d, err = s.Exit(time.Now(), seg, supervisor.Failure, rand.Float64())
 		}
 	}
