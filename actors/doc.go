@@ -61,6 +61,49 @@
 //
 // Messages sent with Send and Context.Send are delivered at most once.
 //
+// # Group commit and durability
+//
+// A part does not commit after every message. While more messages wait in
+// its mailbox they join its open transaction, each under a savepoint of its
+// own (a failing message is rolled back alone); the batch commits when the
+// mailbox is empty, or after Options.MaxBatch messages or
+// Options.MaxBatchDelay, whichever comes first. The decision is taken on the
+// part's own goroutine after each message. Held replies and messages leave
+// only after the commit, so batching weakens no promise. A failed commit
+// turns every reply of its batch into an error.
+//
+// Options.Durability says what an acknowledged message survives. The
+// default, PowerLoss, commits without syncing and lets one shared
+// persistence.Barrier sync the data directory's file system for all the
+// parts that committed meanwhile; replies wait for that sync. A batch that
+// wrote nothing causes no sync, but still waits for a pending one when it
+// may have read unsynced writes of its part. PowerLossPerCommit syncs every
+// commit (SQLite's synchronous=FULL); ProcessCrash never syncs (NORMAL).
+//
+// # Supervision
+//
+// The parent of a part supervises it with OTP semantics (package
+// supervisor): Kind.Supervision says how a part supervises its children
+// (one_for_one, one_for_all or rest_for_one, restart intensity, backoff),
+// Kind.Restart how a part of that kind is restarted (permanent, transient,
+// temporary). A panicking handler is a failure; beyond the intensity the
+// parent stops its children and fails itself, and its own parent decides.
+// A restarted part reloads from its file at once. A file that cannot be
+// opened (corrupt, newer schema) is not a crash: the part answers its
+// callers with an error naming it, tries again at its next message, and
+// its siblings are unaffected.
+//
+// # Routing
+//
+// Request and Send reach an active part directly. Inside a handler,
+// Context.Send to the part's own subtree goes straight down; to anywhere else
+// it escalates through the smallest whole that contains both ends, then goes
+// down from there, as mail between domains goes through the whole. Parents
+// record the children they activate in their own file, so System.Children
+// lists a level of the tree without activating anything, and System.Scatter
+// asks every part matching a pattern ("mail/*/*") with bounded concurrency,
+// streaming one result or error per part before a deadline.
+//
 // # Shutdown
 //
 // Close stops accepting requests, waits for the messages already accepted,
