@@ -73,6 +73,7 @@ type part struct {
 
 	queued   atomic.Int64 // envelopes posted to the mailbox and not yet received (any goroutine)
 	unsynced atomic.Int64 // commits of p still waiting for the barrier (p's goroutine and the barrier's)
+	deferred atomic.Bool  // p keeps a drained batch open until the barrier's callback (see deferCommit)
 
 	alive     bool                   // started and not stopping or restarting
 	restarted bool                   // the next Started follows a restart
@@ -124,6 +125,8 @@ func (a *partActor) Receive(c actor.Context) {
 	switch m := msg.(type) {
 	case *envelope:
 		p.receive(c, m)
+	case flushBatch:
+		// Committed below: batchDone holds once the mailbox is drained.
 	case *restartChild:
 		p.restartChild(c, m)
 	case *actor.Started:
@@ -159,24 +162,49 @@ func (a *partActor) Receive(c actor.Context) {
 	case *actor.Terminated:
 		p.childTerminated(c, m.Who)
 	}
-	if p.batch != nil && p.batchDone(msg) {
+	if p.batch == nil {
+		return
+	}
+	if drained, full := p.batchDone(msg); full || (drained && !p.deferCommit()) {
 		p.commit()
 	}
 }
 
+// flushBatch asks a part to commit a batch it deferred (see deferCommit).
+type flushBatch struct{}
+
+// deferCommit decides, with the shared barrier, to keep a drained batch
+// open while an earlier commit of the part still waits for its sync: the
+// replies could not leave before the next sync anyway, and one commit per
+// part per sync writes one log frame per changed page instead of one per
+// batch, which is what a sync pays for. The barrier's callback for that
+// earlier commit posts flushBatch, and the part commits then. The batch
+// bounds (MaxBatch, MaxBatchDelay) still apply as messages arrive.
+func (p *part) deferCommit() bool {
+	if p.sys.barrier == nil || p.unsynced.Load() == 0 || !p.alive {
+		return false
+	}
+	p.deferred.Store(true)
+	// The callback may have run between the two loads: then it saw no
+	// deferred batch, and the part commits now.
+	if p.unsynced.Load() == 0 && p.deferred.Swap(false) {
+		return false
+	}
+	return true
+}
+
 // batchDone reports whether the open batch should commit after msg: when no
-// more envelopes wait in the mailbox, or a bound is reached. Deciding here,
+// more envelopes wait in the mailbox (drained), or a bound is reached (full). Deciding here,
 // on the part's own goroutine after each message, means the commit never
 // overlaps the next message (protoactor-go's MailboxEmpty hook runs after
 // the mailbox is marked idle and could).
-func (p *part) batchDone(msg any) bool {
+func (p *part) batchDone(msg any) (drained, full bool) {
 	waiting := p.queued.Load()
 	if _, ok := msg.(*envelope); ok {
 		waiting-- // msg itself is counted until MessageReceived
 	}
-	return waiting <= 0 ||
-		p.batch.n >= p.sys.opts.MaxBatch ||
-		time.Since(p.batch.start) >= p.sys.opts.MaxBatchDelay
+	full = p.batch.n >= p.sys.opts.MaxBatch || time.Since(p.batch.start) >= p.sys.opts.MaxBatchDelay
+	return waiting <= 0, full
 }
 
 // MailboxStarted implements actor.MailboxMiddleware.
@@ -442,6 +470,9 @@ func (p *part) afterSync(fn func(error)) {
 	p.unsynced.Add(1)
 	p.sys.barrier.After(func(err error) {
 		p.unsynced.Add(-1)
+		if p.deferred.Swap(false) {
+			p.post(flushBatch{})
+		}
 		fn(err)
 	})
 }
@@ -612,6 +643,9 @@ func (p *part) commit() {
 	barrier.After(func(err error) {
 		if wrote {
 			p.unsynced.Add(-1) // synced: what comes after need not wait
+		}
+		if p.deferred.Swap(false) {
+			p.post(flushBatch{})
 		}
 		if err != nil {
 			err = fmt.Errorf("actors: %s: %w", p.path, err)
