@@ -10,9 +10,10 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 run:
 	$(GO) run ./examples/mail -data $(DATA)
 
-## test: vet, then the whole suite under the race detector
+## test: vet (the benchmark harness too), then the whole suite under the race detector
 test:
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
 ## bench: the Go micro-benchmarks, then the comparison harness (bench/) against every system, PostgreSQL included
