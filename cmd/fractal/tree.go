@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/persistence"
+)
+
+type treeEntry struct {
+	Path     string    `json:"path"`
+	Bytes    int64     `json:"bytes"`
+	Version  int       `json:"schema_version"`
+	Modified time.Time `json:"modified"`
+	Error    string    `json:"error,omitempty"`
+}
+
+func cmdTree(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("tree", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	asJSON := fl.Bool("json", false, "print JSON")
+	if err := fl.Parse(args); err != nil {
+		return usageError("tree: %v", err)
+	}
+	if fl.NArg() < 1 || fl.NArg() > 2 {
+		return usageError("tree: want DIR [PATH]")
+	}
+	dir, err := dataDir(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	var sub actors.Path
+	if fl.NArg() == 2 {
+		if sub, err = actors.ParsePath(fl.Arg(1)); err != nil {
+			return err
+		}
+	}
+	parts, err := walkParts(dir, sub)
+	if err != nil {
+		return err
+	}
+	entries := make([]treeEntry, len(parts))
+	for i, p := range parts {
+		e := treeEntry{Path: p.path.String()}
+		for _, suffix := range []string{"", "-wal"} {
+			if fi, err := os.Stat(p.file + suffix); err == nil {
+				e.Bytes += fi.Size()
+				if suffix == "" {
+					e.Modified = fi.ModTime().UTC()
+				}
+			}
+		}
+		db, err := persistence.Open(ctx, p.file, &persistence.Options{ReadOnly: true})
+		if err != nil {
+			e.Error = err.Error()
+		} else {
+			e.Version = db.Version()
+			db.Close()
+		}
+		entries[i] = e
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if entries == nil {
+			entries = []treeEntry{}
+		}
+		return enc.Encode(entries)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PART\tBYTES\tVERSION\tMODIFIED")
+	for _, e := range entries {
+		depth := strings.Count(e.Path, "/")
+		name := actors.MustParsePath(e.Path).Name()
+		version := fmt.Sprint(e.Version)
+		if e.Error != "" {
+			version = "error: " + e.Error
+		}
+		fmt.Fprintf(tw, "%s%s\t%d\t%s\t%s\n", strings.Repeat("  ", depth), name, e.Bytes, version, e.Modified.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
