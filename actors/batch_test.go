@@ -47,6 +47,29 @@ func queueBehind(t *testing.T, h *actortest.Harness, path string) (unblock func(
 	return func() { close(m.release) }
 }
 
+// reply is what a request queued by queueRequests got.
+type reply struct {
+	v   any
+	err error
+}
+
+// queueRequests sends msgs to path, one request each, in order: each is in
+// the part's mailbox before the next is sent. The part must be held by
+// queueBehind, so that they all wait in one batch.
+func queueRequests(t *testing.T, h *actortest.Harness, path string, msgs ...any) []chan reply {
+	t.Helper()
+	out := make([]chan reply, len(msgs))
+	for i, m := range msgs {
+		out[i] = make(chan reply, 1)
+		go func() {
+			v, err := h.Request(path, m)
+			out[i] <- reply{v, err}
+		}()
+		actortest.Eventually(t, func() bool { return h.System().MailboxLen(path) >= i+2 })
+	}
+	return out
+}
+
 func TestGroupCommitBatchesQueuedMessages(t *testing.T) {
 	for _, d := range []actors.Durability{actors.PowerLoss, actors.PowerLossPerCommit, actors.ProcessCrash} {
 		t.Run(d.String(), func(t *testing.T) {
@@ -116,22 +139,10 @@ func TestBatchFailureIsolated(t *testing.T) {
 	h := batchHarness(t)
 	h.MustRequest("c/a", add{0})
 	unblock := queueBehind(t, h, "c/a")
-	type res struct {
-		v   any
-		err error
-	}
 	msgs := []any{add{1}, addFail{100}, add{10}, forwardFail{To: "./x"}, add{100}}
-	results := make([]chan res, len(msgs))
-	for i, m := range msgs {
-		results[i] = make(chan res, 1)
-		go func() {
-			v, err := h.Request("c/a", m)
-			results[i] <- res{v, err}
-		}()
-		actortest.Eventually(t, func() bool { return h.System().MailboxLen("c/a") >= i+2 })
-	}
+	results := queueRequests(t, h, "c/a", msgs...)
 	unblock()
-	want := []res{{1, nil}, {nil, errTest}, {11, nil}, {nil, errTest}, {111, nil}}
+	want := []reply{{1, nil}, {nil, errTest}, {11, nil}, {nil, errTest}, {111, nil}}
 	for i := range msgs {
 		got := <-results[i]
 		if got.v != want[i].v || !errors.Is(got.err, want[i].err) {
@@ -153,25 +164,16 @@ func TestBatchPanicCommitsTheRest(t *testing.T) {
 	h := batchHarness(t)
 	h.MustRequest("c/a", add{0})
 	unblock := queueBehind(t, h, "c/a")
-	msgs := []any{add{1}, addPanic{100}, add{10}}
-	errs := make([]chan error, len(msgs))
-	for i, m := range msgs {
-		errs[i] = make(chan error, 1)
-		go func() {
-			_, err := h.Request("c/a", m)
-			errs[i] <- err
-		}()
-		actortest.Eventually(t, func() bool { return h.System().MailboxLen("c/a") >= i+2 })
-	}
+	errs := queueRequests(t, h, "c/a", add{1}, addPanic{100}, add{10})
 	unblock()
-	if err := <-errs[0]; err != nil {
-		t.Fatalf("message before the panic: %v", err)
+	if r := <-errs[0]; r.err != nil {
+		t.Fatalf("message before the panic: %v", r.err)
 	}
-	if err := <-errs[1]; !errors.Is(err, actors.ErrPanic) {
-		t.Fatalf("panicking message: %v", err)
+	if r := <-errs[1]; !errors.Is(r.err, actors.ErrPanic) {
+		t.Fatalf("panicking message: %v", r.err)
 	}
-	if err := <-errs[2]; err != nil {
-		t.Fatalf("message after the panic: %v", err)
+	if r := <-errs[2]; r.err != nil {
+		t.Fatalf("message after the panic: %v", r.err)
 	}
 	if got := counter(t, h, "c/a"); got != 11 {
 		t.Fatalf("counter = %d, want 11", got)
@@ -185,19 +187,11 @@ func TestBatchCommitFailureFailsAll(t *testing.T) {
 	h.MustRequest("c/a", add{5})
 	unblock := queueBehind(t, h, "c/a")
 	msgs := []any{add{1}, addOrphan{}, forward{To: "./x"}}
-	errs := make([]chan error, len(msgs))
-	for i, m := range msgs {
-		errs[i] = make(chan error, 1)
-		go func() {
-			_, err := h.Request("c/a", m)
-			errs[i] <- err
-		}()
-		actortest.Eventually(t, func() bool { return h.System().MailboxLen("c/a") >= i+2 })
-	}
+	errs := queueRequests(t, h, "c/a", msgs...)
 	unblock()
 	for i := range msgs {
-		if err := <-errs[i]; !errors.Is(err, persistence.ErrCommit) {
-			t.Errorf("message %d (%T): %v, want ErrCommit", i, msgs[i], err)
+		if r := <-errs[i]; !errors.Is(r.err, persistence.ErrCommit) {
+			t.Errorf("message %d (%T): %v, want ErrCommit", i, msgs[i], r.err)
 		}
 	}
 	if got := counter(t, h, "c/a"); got != 5 {
