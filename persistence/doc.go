@@ -124,4 +124,18 @@
 // removes the -wal and -shm files and the database file alone holds the
 // data. [DB.IntegrityCheck] and [CheckFile] run PRAGMA integrity_check and
 // report a damaged file with [ErrCorrupt].
+//
+// # Statements and rows
+//
+// A DB prepares each distinct statement once and keeps it, at most 128 of
+// them (the cache starts again when full), since preparing costs about as
+// much as running a small statement. Rows opened in a transaction are
+// closed when it ends, before any cached statement is released.
+//
+// # Backup
+//
+// [DB.Backup] copies the database into a new file with SQLite's online
+// backup API, in one step under one read transaction: a consistent snapshot
+// even while another connection writes, and available on a read-only DB.
+// The copy is synced and integrity-checked before Backup returns.
 package persistence
