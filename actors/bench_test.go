@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -29,8 +31,14 @@ func benchKinds() []actors.Kind {
 // openBench opens a system with parts active parts. It is called outside
 // b.Run, so that the calibration rounds share one system.
 func openBench(b *testing.B, d actors.Durability, parts int) (*actors.System, []string) {
+	return openBenchMetrics(b, d, parts, nil)
+}
+
+// openBenchMetrics is openBench with metrics registered on reg (none when
+// reg is nil).
+func openBenchMetrics(b *testing.B, d actors.Durability, parts int, reg prometheus.Registerer) (*actors.System, []string) {
 	b.Helper()
-	sys, err := actors.Open(context.Background(), b.TempDir(), actors.Options{Kinds: benchKinds(), Durability: d})
+	sys, err := actors.Open(context.Background(), b.TempDir(), actors.Options{Kinds: benchKinds(), Durability: d, Registerer: reg})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,9 +56,18 @@ func openBench(b *testing.B, d actors.Durability, parts int) (*actors.System, []
 // One caller, one part: every message is its own batch, so this is the
 // latency of the whole path (routing, transaction, commit, reply).
 func BenchmarkRequestOnePart(b *testing.B) {
-	for _, d := range []actors.Durability{actors.ProcessCrash, actors.PowerLoss} {
-		sys, paths := openBench(b, d, 1)
-		b.Run(d.String(), func(b *testing.B) {
+	for _, c := range []struct {
+		d       actors.Durability
+		metrics bool
+	}{{actors.ProcessCrash, false}, {actors.ProcessCrash, true}, {actors.PowerLoss, false}, {actors.PowerLoss, true}} {
+		var reg prometheus.Registerer
+		name := c.d.String()
+		if c.metrics {
+			reg = prometheus.NewRegistry()
+			name += "+metrics"
+		}
+		sys, paths := openBenchMetrics(b, c.d, 1, reg)
+		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -111,9 +128,27 @@ func BenchmarkRouting(b *testing.B) {
 			{Name: "child", Pattern: "*/p", Handler: noop},
 		}, "g%04d/p"},
 	}
-	ctx := context.Background()
 	for _, l := range layouts {
-		sys, err := actors.Open(ctx, b.TempDir(), actors.Options{Kinds: l.kinds, Durability: actors.ProcessCrash})
+		for _, withMetrics := range []bool{false, true} {
+			benchRouting(b, l.name, l.kinds, l.path, withMetrics)
+		}
+	}
+}
+
+func benchRouting(b *testing.B, name string, kinds []actors.Kind, path string, withMetrics bool) {
+	ctx := context.Background()
+	l := struct {
+		name  string
+		kinds []actors.Kind
+		path  string
+	}{name, kinds, path}
+	var reg prometheus.Registerer
+	if withMetrics {
+		reg = prometheus.NewRegistry()
+		l.name += "+metrics"
+	}
+	{
+		sys, err := actors.Open(ctx, b.TempDir(), actors.Options{Kinds: l.kinds, Durability: actors.ProcessCrash, Registerer: reg})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -106,7 +106,8 @@ type tree struct {
 
 type kindSpec struct {
 	Kind
-	segs []string // pattern segments; "*" matches any
+	segs []string     // pattern segments; "*" matches any
+	m    *kindMetrics // nil without Options.Registerer
 }
 
 func (k *kindSpec) matches(p Path) bool {

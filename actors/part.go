@@ -75,6 +75,9 @@ type part struct {
 	unsynced atomic.Int64 // commits of p still waiting for the barrier (p's goroutine and the barrier's)
 	deferred atomic.Bool  // p keeps a drained batch open until the barrier's callback (see deferCommit)
 
+	fileBytes atomic.Int64 // size of p's files as last observed (p's goroutine writes, scrapes read)
+	statAt    time.Time    // when fileBytes was observed
+
 	alive     bool                   // started and not stopping or restarting
 	restarted bool                   // the next Started follows a restart
 	batch     *batch                 // the open group-commit transaction, if any
@@ -402,6 +405,24 @@ func (p *part) restartChild(c actor.Context, m *restartChild) {
 // open opens the part's file, applying its kind's migrations, and runs the
 // handler's Activate.
 func (p *part) open() error {
+	km := p.km()
+	if km == nil {
+		return p.activate()
+	}
+	start := time.Now()
+	err := p.activate()
+	now := time.Now()
+	km.activateTime.Observe(now.Sub(start).Seconds())
+	if err != nil {
+		km.activationKO.Inc()
+		return err
+	}
+	km.activationOK.Inc()
+	p.statFiles(now)
+	return nil
+}
+
+func (p *part) activate() error {
 	if err := p.sys.ensureDir(p.path); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
 	}
@@ -506,13 +527,15 @@ type batch struct {
 	replies []heldReply // released after the commit (the output gate)
 	out     []*envelope // sent after the commit
 
-	rolledBack bool // its only message failed: nothing to commit
+	rolledBack bool         // its only message failed: nothing to commit
+	km         *kindMetrics // nil without metrics
 }
 
 type heldReply struct {
-	env *envelope
-	val any
-	err error
+	env     *envelope
+	val     any
+	err     error
+	outcome outcome // for fractal_messages_total
 }
 
 // handle runs env's message in the part's open batch transaction, under a
@@ -520,12 +543,14 @@ type heldReply struct {
 // and the messages it sends are held until the batch commits (see commit).
 func (p *part) handle(env *envelope) {
 	if err := env.ctx.Err(); err != nil {
+		p.countMessage(outCanceled)
 		p.sys.finish(env, nil, err) // the caller gave up before we began
 		return
 	}
 	if p.db == nil {
 		if err := p.open(); err != nil {
 			p.logger().Warn("activation failed", "err", err)
+			p.countMessage(outActivationError)
 			p.sys.finish(env, nil, err)
 			return
 		}
@@ -534,6 +559,7 @@ func (p *part) handle(env *envelope) {
 	if first {
 		tx, err := p.db.Begin(context.Background())
 		if err != nil {
+			p.countMessage(outActivationError)
 			p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
 			return
 		}
@@ -547,12 +573,20 @@ func (p *part) handle(env *envelope) {
 	if !first {
 		var err error
 		if sp, err = b.tx.Savepoint(); err != nil {
-			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 			return
 		}
 	}
 	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
+	km := p.km()
+	var start time.Time
+	if km != nil {
+		start = time.Now()
+	}
 	reply, perr, err := p.call(c, env.msg)
+	if km != nil {
+		km.handlerTime.Observe(time.Since(start).Seconds())
+	}
 	c.end()
 	if perr != nil || err != nil {
 		var rerr error
@@ -571,7 +605,7 @@ func (p *part) handle(env *envelope) {
 		// Commit the rest of the batch, then fail: the panic reaches
 		// protoactor-go, which suspends the mailbox and asks the parent
 		// to decide.
-		b.hold(env, nil, perr)
+		b.hold(env, nil, perr, outPanic)
 		p.commit()
 		// protoactor-go will not call MessageReceived for a message
 		// whose Receive panicked: take it off the count here.
@@ -579,24 +613,24 @@ func (p *part) handle(env *envelope) {
 		p.current = nil
 		panic(perr)
 	case err != nil:
-		b.hold(env, nil, err)
+		b.hold(env, nil, err, outError)
 		if b.rolledBack {
 			p.commit() // nothing left to commit: end the batch
 		}
 	default:
 		if sp != nil {
 			if err := sp.Release(); err != nil {
-				b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err))
+				b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 				return
 			}
 		}
-		b.hold(env, reply, nil)
+		b.hold(env, reply, nil, outOK)
 		b.out = append(b.out, c.out...)
 	}
 }
 
-func (b *batch) hold(env *envelope, val any, err error) {
-	b.replies = append(b.replies, heldReply{env, val, err})
+func (b *batch) hold(env *envelope, val any, err error, o outcome) {
+	b.replies = append(b.replies, heldReply{env, val, err, o})
 }
 
 // commit commits the open batch, if any, and releases what it held: at
@@ -610,29 +644,47 @@ func (p *part) commit() {
 		return
 	}
 	p.batch = nil
+	km := p.km()
+	b.km = km
 	var err error
 	if !b.rolledBack {
+		var start time.Time
+		if km != nil {
+			start = time.Now()
+		}
 		err = b.tx.Commit()
 		p.sys.commits.Add(1)
+		if km != nil {
+			now := time.Now()
+			km.commitTime.Observe(now.Sub(start).Seconds())
+			km.batchSize.Observe(float64(b.n))
+			if err == nil && b.tx.Wrote() && now.Sub(p.statAt) >= fileStatInterval {
+				p.statFiles(now)
+			}
+		}
 	}
 	p.sys.messages.Add(uint64(b.n))
 	if err != nil {
 		err = fmt.Errorf("actors: %s: %w", p.path, err)
 		p.logger().Error("commit failed", "messages", b.n, "err", err)
-		b.release(p.sys, err)
+		b.release(p.sys, err, outCommitError)
 		return
 	}
 	barrier := p.sys.barrier
 	if barrier == nil {
-		b.release(p.sys, nil)
+		b.release(p.sys, nil, outOK)
 		return
 	}
 	wrote := !b.rolledBack && b.tx.Wrote()
 	if !wrote && p.unsynced.Load() == 0 {
 		// Nothing of p's is waiting to be synced: what these replies
 		// read is already durable.
-		b.release(p.sys, nil)
+		b.release(p.sys, nil, outOK)
 		return
+	}
+	var handed time.Time
+	if km != nil {
+		handed = time.Now()
 	}
 	// Even a batch that wrote nothing waits when an earlier commit of p
 	// is not synced yet: its replies may have read that commit's writes.
@@ -647,16 +699,20 @@ func (p *part) commit() {
 		if p.deferred.Swap(false) {
 			p.post(flushBatch{})
 		}
+		if km != nil {
+			p.sys.metrics.barrierWait.Observe(time.Since(handed).Seconds())
+		}
 		if err != nil {
 			err = fmt.Errorf("actors: %s: %w", p.path, err)
 		}
-		b.release(p.sys, err)
+		b.release(p.sys, err, outSyncError)
 	})
 }
 
 // release answers the held replies and sends the held messages, or, when
-// err is not nil, answers every reply with err and sends nothing.
-func (b *batch) release(s *System, err error) {
+// err is not nil, answers every reply with err and sends nothing; the
+// messages whose handlers succeeded then count as failed with outcome.
+func (b *batch) release(s *System, err error, failed outcome) {
 	if err == nil {
 		for _, out := range b.out {
 			s.dispatch(out)
@@ -664,7 +720,10 @@ func (b *batch) release(s *System, err error) {
 	}
 	for _, r := range b.replies {
 		if err != nil && r.err == nil {
-			r.val, r.err = nil, err
+			r.val, r.err, r.outcome = nil, err, failed
+		}
+		if b.km != nil {
+			b.km.messages[r.outcome].Inc()
 		}
 		s.finish(r.env, r.val, r.err)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -128,6 +129,7 @@ type scatter struct {
 	slots   chan struct{}   // one token per request in flight
 	results chan ScatterResult
 	askers  sync.WaitGroup
+	asked   atomic.Int64 // parts asked, for fractal_scatter_parts
 }
 
 // newScatter validates a Scatter call and returns the search and the path
@@ -207,6 +209,9 @@ func (sc *scatter) run(ctx context.Context, start Path, yield func(ScatterResult
 				ErrIncomplete, start.String(), ctx.Err())})
 		}
 		sc.askers.Wait()
+		if m := sc.sys.metrics; m != nil {
+			m.scatterFanout.Observe(float64(sc.asked.Load()))
+		}
 	}()
 	// However the iteration ends (completion, break, a panic in the
 	// loop's body), the requests still in flight are cancelled and
@@ -281,8 +286,12 @@ func (sc *scatter) ask(p Path) bool {
 	select {
 	case sc.slots <- struct{}{}:
 	case <-sc.ctx.Done():
+		if m := sc.sys.metrics; m != nil {
+			m.scatterErrors.Inc()
+		}
 		return sc.emit(ScatterResult{Path: p, Err: fmt.Errorf("actors: scatter: %s not asked: %w", p, sc.ctx.Err())})
 	}
+	sc.asked.Add(1)
 	sc.askers.Go(func() {
 		defer func() { <-sc.slots }()
 		ctx := sc.ctx
@@ -292,6 +301,9 @@ func (sc *scatter) ask(p Path) bool {
 			defer cancel()
 		}
 		reply, err := sc.sys.Request(ctx, p.String(), sc.msg)
+		if err != nil && sc.sys.metrics != nil {
+			sc.sys.metrics.scatterErrors.Inc()
+		}
 		sc.emit(ScatterResult{Path: p, Reply: reply, Err: err})
 	})
 	return true

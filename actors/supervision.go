@@ -92,6 +92,9 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 			return
 		}
 		p.sys.escalations.Add(1)
+		if km := p.km(); km != nil {
+			km.escalations.Inc()
+		}
 		sup.EscalateFailure(reason, message)
 		return
 	}
@@ -117,6 +120,14 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		return
 	}
 	p.sys.restarts.Add(uint64(len(restart)))
+	if m := p.sys.metrics; m != nil {
+		strategy := p.kind.supervision().Strategy.String()
+		for _, id := range d.Restart {
+			if c := p.children[id]; c != nil {
+				m.restarts.WithLabelValues(c.kind.Name, strategy).Inc()
+			}
+		}
+	}
 	if d.Delay <= 0 {
 		sup.RestartChildren(restart...)
 		return

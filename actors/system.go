@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -56,6 +57,12 @@ type Options struct {
 	// Logger receives the runtime's logs, protoactor-go's included. Nil
 	// discards them.
 	Logger *slog.Logger
+
+	// Registerer, when not nil, receives the system's Prometheus metrics
+	// (see "Metrics" in the package documentation): Open registers them
+	// and Close unregisters them, so one registry serves one open System
+	// at a time. Nil: no metrics, nothing registered anywhere.
+	Registerer prometheus.Registerer
 }
 
 // Durability says what an acknowledged message survives.
@@ -136,6 +143,7 @@ type System struct {
 	parts      sync.Map // Path.String() -> *part, every active part
 
 	barrier     *persistence.Barrier // PowerLoss only
+	metrics     *metrics             // nil without Options.Registerer
 	messages    atomic.Uint64
 	commits     atomic.Uint64
 	restarts    atomic.Uint64
@@ -214,6 +222,26 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		barrier:     barrier,
 		rootStopped: make(chan struct{}),
 		done:        make(chan struct{}),
+	}
+	if opts.Registerer != nil {
+		s.metrics = newMetrics(opts.Registerer)
+		for _, k := range t.kinds {
+			k.m = s.metrics.forKind(k)
+		}
+		if err := s.metrics.register(s); err != nil {
+			if barrier != nil {
+				barrier.Close()
+			}
+			unlockDir(lock)
+			return nil, fmt.Errorf("actors: registering metrics: %w", err)
+		}
+		if barrier != nil {
+			m := s.metrics
+			barrier.OnSync(func(d time.Duration, _ error) {
+				m.barrierSyncs.Inc()
+				m.syncTime.Observe(d.Seconds())
+			})
+		}
 	}
 	s.inflight.init()
 	s.dispatcher = newDispatcher()
@@ -509,6 +537,9 @@ func (s *System) close(ctx context.Context) error {
 	close(s.done)
 	s.as.Shutdown()
 	s.dispatcher.close()
+	if s.metrics != nil {
+		s.metrics.unregister()
+	}
 	if err := unlockDir(s.lock); err != nil {
 		errs = append(errs, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // A Barrier makes the commits of many files durable together, with one
@@ -43,6 +44,8 @@ type Barrier struct {
 	done  chan struct{}
 	once  sync.Once
 	syncs atomic.Uint64
+
+	observe atomic.Pointer[func(d time.Duration, err error)] // see OnSync
 }
 
 // NewBarrier returns a Barrier for the file system holding dir. It is only
@@ -113,6 +116,17 @@ func (b *Barrier) Wait(ctx context.Context) error {
 	}
 }
 
+// OnSync sets fn to be called on the Barrier's goroutine after each sync,
+// with its duration and error, before that sync's callbacks run. It is for
+// metrics: fn must be quick and must not block. A nil fn removes it.
+func (b *Barrier) OnSync(fn func(d time.Duration, err error)) {
+	if fn == nil {
+		b.observe.Store(nil)
+		return
+	}
+	b.observe.Store(&fn)
+}
+
 // Syncs returns the number of syncs done so far.
 func (b *Barrier) Syncs() uint64 { return b.syncs.Load() }
 
@@ -158,8 +172,12 @@ func (b *Barrier) round(spare []func(error)) []func(error) {
 	if len(batch) == 0 {
 		return batch
 	}
+	start := time.Now()
 	err := b.sync()
 	b.syncs.Add(1)
+	if fn := b.observe.Load(); fn != nil {
+		(*fn)(time.Since(start), err)
+	}
 	if err != nil {
 		err = fmt.Errorf("persistence: barrier sync: %w", err)
 	}
