@@ -4,7 +4,7 @@ DATA        ?= data/mail
 FUZZTIME    ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench bench-quick lint fuzz
+.PHONY: run test e2e bench bench-quick lint fuzz
 
 ## run: the flagship example, a mail system, on $(DATA)
 run:
@@ -15,6 +15,10 @@ test:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+## e2e: the mail example's metrics scraped by a real Prometheus on loopback (installs Debian's prometheus if missing; not part of test)
+e2e:
+	GO=$(GO) $(CURDIR)/.ci/e2e-prometheus.sh
 
 ## bench: the Go micro-benchmarks, then the comparison harness (bench/) against every system, PostgreSQL included
 bench:

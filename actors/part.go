@@ -489,7 +489,15 @@ func (p *part) afterSync(fn func(error)) {
 		return
 	}
 	p.unsynced.Add(1)
+	var handed time.Time
+	m := p.sys.metrics
+	if m != nil {
+		handed = time.Now()
+	}
 	p.sys.barrier.After(func(err error) {
+		if m != nil {
+			m.barrierWait.Observe(time.Since(handed).Seconds())
+		}
 		p.unsynced.Add(-1)
 		if p.deferred.Swap(false) {
 			p.post(flushBatch{})

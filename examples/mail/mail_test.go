@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/actors/actortest"
 )
@@ -16,7 +19,7 @@ import (
 func TestDemoRuns(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
-	if err := run(context.Background(), &out, dir, nil); err != nil {
+	if err := run(context.Background(), &out, dir, nil, nil, nil); err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"delivered:", "invalid path: true", "unknown type: true",
@@ -34,7 +37,7 @@ func TestDemoRuns(t *testing.T) {
 	actortest.CheckDir(t, dir)
 	// A second run on the same directory works too.
 	out.Reset()
-	if err := run(context.Background(), &out, dir, nil); err != nil {
+	if err := run(context.Background(), &out, dir, nil, nil, nil); err != nil {
 		t.Fatalf("second run failed: %v\n%s", err, out.String())
 	}
 }
@@ -232,5 +235,35 @@ func TestSearchIndexMigration(t *testing.T) {
 		if n := h.QueryInt(alice, "SELECT count(*) FROM inbox_fts WHERE inbox_fts MATCH ?", q); n != want {
 			t.Errorf("index finds %d letters for %q, want %d", n, q, want)
 		}
+	}
+}
+
+// With a registry, the demo's system exports its metrics while it is held
+// open, on the same registry across its close and reopen.
+func TestDemoMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var got map[string]bool
+	hold := func() error {
+		mfs, err := reg.Gather()
+		if err != nil {
+			return err
+		}
+		got = map[string]bool{}
+		for _, mf := range mfs {
+			got[mf.GetName()] = true
+		}
+		return nil
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), &out, t.TempDir(), nil, reg, hold); err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out.String())
+	}
+	for _, name := range []string{"fractal_messages_total", "fractal_active_parts", "fractal_scatter_parts", "fractal_barrier_syncs_total"} {
+		if !got[name] {
+			t.Errorf("%s not exported while the demo's system is open", name)
+		}
+	}
+	if n := testutil.CollectAndCount(reg); n != 0 {
+		t.Errorf("%d metrics still registered after the demo closed its system", n)
 	}
 }

@@ -9,6 +9,13 @@
 //
 // runs a scripted demo, prints what happened, and exits 0, leaving one
 // SQLite file per part under DIR.
+//
+//	go run ./examples/mail -data DIR -metrics 127.0.0.1:9464 -serve
+//
+// also serves the runtime's Prometheus metrics (and the Go and process
+// collectors) at http://127.0.0.1:9464/metrics, and with -serve keeps the
+// system open after the demo until SIGINT or SIGTERM, then closes it.
+// -metrics accepts loopback addresses only.
 package main
 
 import (
@@ -20,10 +27,15 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fractalrt/fractal/actors"
 )
@@ -31,21 +43,56 @@ import (
 func main() {
 	data := flag.String("data", filepath.Join("data", "mail"), "data directory (created if missing)")
 	verbose := flag.Bool("v", false, "log the runtime's events to stderr")
+	metricsAddr := flag.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (a loopback address, e.g. 127.0.0.1:9464; default: off)")
+	serve := flag.Bool("serve", false, "after the demo, keep the system open until SIGINT or SIGTERM")
 	flag.Parse()
 	logger := slog.New(slog.DiscardHandler)
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if err := run(context.Background(), os.Stdout, *data, logger); err != nil {
+	if err := runMain(*data, *metricsAddr, *serve, logger); err != nil {
 		fmt.Fprintln(os.Stderr, "mail:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) error {
+func runMain(data, metricsAddr string, serve bool, logger *slog.Logger) error {
+	var reg *prometheus.Registry
+	if metricsAddr != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		srv, err := actors.ServeMetrics(metricsAddr, reg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close(context.Background())
+		fmt.Printf("metrics: http://%s/metrics\n", srv.Addr())
+	}
+	var hold func() error
+	if serve {
+		hold = func() error {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Println("\nserving until SIGINT or SIGTERM")
+			<-ctx.Done()
+			fmt.Println("closing")
+			return nil
+		}
+	}
+	var r prometheus.Registerer
+	if reg != nil {
+		r = reg
+	}
+	return run(context.Background(), os.Stdout, data, logger, r, hold)
+}
+
+// run runs the demo on dir. reg, when not nil, receives the runtime's
+// metrics; hold, when not nil, is called after the demo while the system
+// is still open, and the system is closed when it returns.
+func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger, reg prometheus.Registerer, hold func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	opts := actors.Options{Kinds: kinds(), Logger: logger}
+	opts := actors.Options{Kinds: kinds(), Logger: logger, Registerer: reg}
 	sys, err := actors.Open(ctx, dir, opts)
 	if err != nil {
 		return err
@@ -184,7 +231,14 @@ func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger) erro
 			return err
 		}
 	}
-	if err := sys.Close(ctx); err != nil {
+	if hold != nil {
+		if err := hold(); err != nil {
+			return err
+		}
+	}
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelClose()
+	if err := sys.Close(closeCtx); err != nil {
 		return err
 	}
 
