@@ -43,7 +43,7 @@ type Activator interface {
 // every pattern's parent level must be declared too, so that the path tree
 // and the supervision tree are the same tree.
 type Kind struct {
-	// Name identifies the kind in logs and, later, in metric labels. It must
+	// Name identifies the kind in logs and in metric labels (kind). It must
 	// be a short identifier: letters, digits and underscores.
 	Name string
 
