@@ -70,10 +70,7 @@ func cmdTree(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if entries == nil {
-			entries = []treeEntry{}
-		}
-		return enc.Encode(entries)
+		return enc.Encode(entries) // made with make: [] when there is no part
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PART\tBYTES\tVERSION\tMODIFIED")
