@@ -11,14 +11,25 @@ METRICS_PORT=${METRICS_PORT:-19464}
 PROM_PORT=${PROM_PORT:-19090}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-if ! command -v prometheus >/dev/null; then
-	echo "e2e: installing prometheus (apt-get)"
+need=()
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "e2e: installing ${need[*]} (apt-get)"
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO=sudo
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+	# Keep the package's own service from starting (it would listen on
+	# all interfaces): this script runs its own Prometheus on loopback.
+	policy=/usr/sbin/policy-rc.d
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+		$SUDO chmod +x "$policy"
+		trap '$SUDO rm -f "$policy"' EXIT
+	fi
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	if [ -n "${policy:-}" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
 fi
-command -v curl >/dev/null || { echo "e2e: curl is needed" >&2; exit 1; }
 
 TMP=$(mktemp -d)
 pids=()
