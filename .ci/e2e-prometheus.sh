@@ -22,13 +22,15 @@ if [ ${#need[@]} -gt 0 ]; then
 	# Keep the package's own service from starting (it would listen on
 	# all interfaces): this script runs its own Prometheus on loopback.
 	policy=/usr/sbin/policy-rc.d
+	created_policy=""
 	if [ ! -e "$policy" ]; then
+		created_policy=1
 		printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
 		$SUDO chmod +x "$policy"
 		trap '$SUDO rm -f "$policy"' EXIT
 	fi
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-	if [ -n "${policy:-}" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
+	if [ -n "$created_policy" ]; then $SUDO rm -f "$policy"; trap - EXIT; fi
 fi
 
 TMP=$(mktemp -d)
