@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/fractalrt/fractal/persistence"
 	"github.com/fractalrt/fractal/supervisor"
@@ -71,6 +72,14 @@ type Kind struct {
 	// and supervisor.Transient are, supervisor.Temporary is not (it is
 	// stopped, and activated again by its next message).
 	Restart supervisor.RestartType
+
+	// IdleTimeout is how long a part of this kind stays active without a
+	// message before it is passivated: its file closed, its actor stopped,
+	// nothing left of it in memory; its next message activates it again.
+	// Zero means DefaultIdleTimeout; a negative value means never for
+	// idleness (the cap on active parts, Options.MaxActiveParts, still
+	// applies). A part with active children is not passivated.
+	IdleTimeout time.Duration
 
 	// New returns the handler for one activation of the part at path. It is
 	// called at each activation and after each restart, so a handler that

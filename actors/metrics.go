@@ -62,6 +62,7 @@ type metrics struct {
 	activateTime *prometheus.HistogramVec
 	restarts     *prometheus.CounterVec
 	escalations  *prometheus.CounterVec
+	passivations *prometheus.CounterVec
 
 	barrierWait  prometheus.Histogram
 	barrierSyncs prometheus.Counter
@@ -82,6 +83,7 @@ type kindMetrics struct {
 	activationKO prometheus.Counter
 	activateTime prometheus.Observer
 	escalations  prometheus.Counter
+	passivations prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -124,6 +126,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "fractal_escalations_total",
 			Help: "Parts that exceeded their restart intensity and failed themselves (escalation), by kind of the failing parent.",
 		}, kind),
+		passivations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fractal_passivations_total",
+			Help: "Parts passivated (file closed, actor stopped) because they were idle or the cap on active parts was reached, by kind.",
+		}, kind),
 		barrierWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fractal_barrier_wait_seconds",
 			Help:    "Time from a commit's hand-over to the durability barrier to its release after a sync (PowerLoss only).",
@@ -161,6 +167,7 @@ func (m *metrics) forKind(k *kindSpec) *kindMetrics {
 		activationKO: m.activations.WithLabelValues(k.Name, "error"),
 		activateTime: m.activateTime.WithLabelValues(k.Name),
 		escalations:  m.escalations.WithLabelValues(k.Name),
+		passivations: m.passivations.WithLabelValues(k.Name),
 	}
 	for i, o := range outcomes {
 		km.messages[i] = m.messages.WithLabelValues(k.Name, o)
@@ -172,7 +179,7 @@ func (m *metrics) forKind(k *kindSpec) *kindMetrics {
 func (m *metrics) register(s *System) error {
 	cs := []prometheus.Collector{
 		m.messages, m.handlerTime, m.commitTime, m.batchSize,
-		m.activations, m.activateTime, m.restarts, m.escalations,
+		m.activations, m.activateTime, m.restarts, m.escalations, m.passivations,
 		m.scatterFanout, m.scatterErrors,
 		&partsCollector{sys: s},
 	}

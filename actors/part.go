@@ -75,6 +75,10 @@ type part struct {
 	unsynced atomic.Int64 // commits of p still waiting for the barrier (p's goroutine and the barrier's)
 	deferred atomic.Bool  // p keeps a drained batch open until the barrier's callback (see deferCommit)
 
+	lastActive  atomic.Int64 // unix nanoseconds of the last message received (see passivation)
+	nchildren   atomic.Int32 // len(children), for the passivator's goroutine
+	passivating bool         // p stops because it was idle, not because it failed or the system closes
+
 	fileBytes atomic.Int64 // size of p's files as last observed (p's goroutine writes, scrapes read)
 	statAt    time.Time    // when fileBytes was observed
 
@@ -156,9 +160,17 @@ func (a *partActor) Receive(c actor.Context) {
 		if p.kind != nil {
 			p.sys.parts.CompareAndDelete(p.path.String(), p)
 		}
+	case passivate:
+		p.passivate(c)
 	case *actor.Stopped:
 		p.closeDB()
 		p.failPending()
+		if p.passivating {
+			p.sys.passivations.Add(1)
+			if km := p.km(); km != nil {
+				km.passivations.Inc()
+			}
+		}
 		if p.kind == nil {
 			close(p.sys.rootStopped)
 		}
@@ -244,6 +256,7 @@ func (p *part) receive(c actor.Context, env *envelope) {
 		return // stopping: MessageReceived reroutes it
 	}
 	p.current = env
+	p.lastActive.Store(time.Now().UnixNano())
 	if env.relayed && env.via == p.path {
 		env.relayed = false // passed through the smallest common whole
 		p.sys.relays.Add(1)
@@ -294,6 +307,8 @@ func (p *part) spawn(c actor.Context, seg string) *part {
 		p.children = make(map[string]*part)
 	}
 	p.children[seg] = child
+	p.nchildren.Add(1)
+	child.lastActive.Store(time.Now().UnixNano())
 	p.sys.parts.Store(cp.String(), child)
 	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {
 		p.logger().Error("supervision", "child", seg, "err", err)
@@ -359,6 +374,7 @@ func (p *part) childTerminated(c actor.Context, who *actor.PID) {
 			continue
 		}
 		delete(p.children, seg)
+		p.nchildren.Add(-1)
 		if p.sup != nil {
 			_ = p.sup.Remove(seg) // already forgotten after a decision to remove it
 		}

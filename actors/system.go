@@ -48,6 +48,13 @@ type Options struct {
 	// off (one transaction per message).
 	MaxBatch int
 
+	// MaxActiveParts caps the number of active parts: beyond it the
+	// least recently used idle leaves are passivated. Zero means a default
+	// derived from the process's file-descriptor limit, since an open part
+	// holds three descriptors (its file, its log, its shared memory):
+	// (soft RLIMIT_NOFILE - 256) / 3, at least 16. Negative means no cap.
+	MaxActiveParts int
+
 	// MaxBatchDelay bounds how long a part keeps a batch open while more
 	// messages keep arriving: zero means DefaultMaxBatchDelay. A batch
 	// also commits as soon as the part's mailbox holds no more messages,
@@ -123,6 +130,8 @@ type Stats struct {
 	Restarts    uint64 // parts restarted by their parents after failures
 	Escalations uint64 // parents that gave up (intensity exceeded) and failed
 
+	Passivations uint64 // parts stopped because idle or over MaxActiveParts
+
 	// Relays counts messages sent by handlers outside their own subtree,
 	// which pass through the smallest whole containing both ends.
 	Relays uint64
@@ -142,13 +151,17 @@ type System struct {
 	root       *part    // the guardian: parent of the top-level parts, no file
 	parts      sync.Map // Path.String() -> *part, every active part
 
-	barrier     *persistence.Barrier // PowerLoss only
-	metrics     *metrics             // nil without Options.Registerer
-	messages    atomic.Uint64
-	commits     atomic.Uint64
-	restarts    atomic.Uint64
-	escalations atomic.Uint64
-	relays      atomic.Uint64
+	barrier      *persistence.Barrier // PowerLoss only
+	metrics      *metrics             // nil without Options.Registerer
+	messages     atomic.Uint64
+	commits      atomic.Uint64
+	restarts     atomic.Uint64
+	escalations  atomic.Uint64
+	passivations atomic.Uint64
+	relays       atomic.Uint64
+
+	passivator passivator
+	maxActive  int // cap on active parts; <= 0: none
 
 	inflight    inflight
 	rootStopped chan struct{} // closed when the guardian has stopped
@@ -209,6 +222,10 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	if opts.MaxBatchDelay == 0 {
 		opts.MaxBatchDelay = DefaultMaxBatchDelay
 	}
+	maxActive := opts.MaxActiveParts
+	if maxActive == 0 {
+		maxActive = defaultMaxActive()
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -220,6 +237,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		log:         log,
 		lock:        lock,
 		barrier:     barrier,
+		maxActive:   maxActive,
 		rootStopped: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -259,6 +277,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	})
 	s.root = &part{sys: s}
 	s.root.pid = s.as.Root.Spawn(s.root.props())
+	s.startPassivator()
 	log.Info("system open", "dir", dir, "kinds", len(opts.Kinds), "durability", opts.Durability.String())
 	return s, nil
 }
@@ -266,11 +285,12 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 // Stats returns the system's counters.
 func (s *System) Stats() Stats {
 	st := Stats{
-		Messages:    s.messages.Load(),
-		Commits:     s.commits.Load(),
-		Restarts:    s.restarts.Load(),
-		Escalations: s.escalations.Load(),
-		Relays:      s.relays.Load(),
+		Messages:     s.messages.Load(),
+		Commits:      s.commits.Load(),
+		Restarts:     s.restarts.Load(),
+		Escalations:  s.escalations.Load(),
+		Passivations: s.passivations.Load(),
+		Relays:       s.relays.Load(),
 	}
 	if s.barrier != nil {
 		st.Syncs = s.barrier.Syncs()
@@ -516,6 +536,7 @@ func (s *System) Close(ctx context.Context) error {
 
 func (s *System) close(ctx context.Context) error {
 	var errs []error
+	s.stopPassivator()
 	if err := s.inflight.drain(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("actors: close: waiting for messages in flight: %w", err))
 	}

@@ -1,0 +1,124 @@
+package actors
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// DefaultIdleTimeout is how long a part stays active without a message when
+// its kind leaves Kind.IdleTimeout zero.
+const DefaultIdleTimeout = 5 * time.Minute
+
+// passivate asks a part to passivate itself if it is still idle.
+type passivate struct{}
+
+// idleTimeout returns the kind's idle timeout; negative means never.
+func (k *kindSpec) idleTimeout() time.Duration {
+	if k.IdleTimeout == 0 {
+		return DefaultIdleTimeout
+	}
+	return k.IdleTimeout
+}
+
+// passivator is the System's goroutine that finds idle parts and parts over
+// the cap, and asks them to passivate.
+type passivator struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// passivationInterval is how often the passivator looks: a quarter of the
+// shortest idle timeout, between 10 ms and 1 s.
+func (s *System) passivationInterval() time.Duration {
+	every := time.Second
+	for _, k := range s.tree.kinds {
+		if t := k.idleTimeout(); t > 0 && t/4 < every {
+			every = t / 4
+		}
+	}
+	return max(every, 10*time.Millisecond)
+}
+
+func (s *System) startPassivator() {
+	s.passivator.stop = make(chan struct{})
+	every := s.passivationInterval()
+	s.passivator.wg.Add(1)
+	go func() {
+		defer s.passivator.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.passivator.stop:
+				return
+			case now := <-t.C:
+				s.passivateIdle(now)
+			}
+		}
+	}()
+}
+
+func (s *System) stopPassivator() {
+	s.passivator.once.Do(func() { close(s.passivator.stop) })
+	s.passivator.wg.Wait()
+}
+
+// passivateIdle asks every idle leaf past its kind's idle timeout to
+// passivate, and, while more parts are active than the cap allows, the
+// least recently used idle leaves too. "Idle" means no message waiting in
+// its mailbox; a part with active children is never a candidate (its
+// children are passivated first). The part decides on its own goroutine
+// (see part.passivate), so a message that arrives meanwhile keeps it.
+//
+// Cost per tick: one pass over the active parts and a sort of the idle
+// leaves, bounded by MaxActiveParts plus what arrived since the last tick.
+func (s *System) passivateIdle(now time.Time) {
+	var cands []*part
+	active := 0
+	s.parts.Range(func(_, v any) bool {
+		p := v.(*part)
+		active++
+		if p.nchildren.Load() == 0 && p.queued.Load() == 0 {
+			cands = append(cands, p)
+		}
+		return true
+	})
+	slices.SortFunc(cands, func(a, b *part) int {
+		x, y := a.lastActive.Load(), b.lastActive.Load()
+		switch {
+		case x < y:
+			return -1
+		case x > y:
+			return 1
+		}
+		return 0
+	})
+	excess := 0
+	if s.maxActive > 0 {
+		excess = active - s.maxActive
+	}
+	for i, p := range cands {
+		timeout := p.kind.idleTimeout()
+		idle := now.Sub(time.Unix(0, p.lastActive.Load()))
+		if i < excess || (timeout > 0 && idle >= timeout) {
+			p.post(passivate{})
+		}
+	}
+}
+
+// passivate stops p if it is still idle when the request reaches it: no
+// message waiting, no open batch, no active child. The stop then goes the
+// way of every stop: the open work is committed, messages that arrive
+// from now on go to the parent, which holds them and activates p again once
+// it has terminated, and the file is closed.
+func (p *part) passivate(c actor.Context) {
+	if p.kind == nil || !p.alive || p.batch != nil || len(p.children) > 0 || p.queued.Load() > 0 {
+		return
+	}
+	p.passivating = true
+	c.Stop(c.Self())
+}

@@ -1,0 +1,104 @@
+package actors_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
+	"github.com/fractalrt/fractal/supervisor"
+)
+
+func idleKinds(in *incarnations, parent, child time.Duration) []actors.Kind {
+	k := []actors.Kind{
+		in.kind("parent", "s", supervisor.Spec{}, supervisor.Permanent),
+		in.kind("child", "s/*", supervisor.Spec{}, supervisor.Permanent),
+	}
+	k[0].IdleTimeout, k[1].IdleTimeout = parent, child
+	return k
+}
+
+// An idle part is passivated (file closed, actor gone) and its next
+// message activates it again from its file.
+func TestIdlePartIsPassivated(t *testing.T) {
+	in := &incarnations{n: map[string]int{}}
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, -1, 20*time.Millisecond)})
+	h.MustRequest("s/a", add{5})
+	// Counted once the part has stopped, a moment after it is gone from
+	// the active parts.
+	actortest.Eventually(t, func() bool {
+		return !h.System().Active("s/a") && h.System().Stats().Passivations == 1
+	})
+	if got := counter(t, h, "s/a"); got != 5 {
+		t.Fatalf("after reactivation s/a = %d, want 5", got)
+	}
+	if in.get("s/a") != 2 {
+		t.Fatalf("s/a made %d times, want 2 (activation, reactivation)", in.get("s/a"))
+	}
+}
+
+// A parent with active children is not passivated, however idle.
+func TestParentWithActiveChildrenStays(t *testing.T) {
+	in := &incarnations{n: map[string]int{}}
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, 10*time.Millisecond, -1)})
+	h.MustRequest("s/a", add{1})
+	time.Sleep(200 * time.Millisecond) // twenty idle timeouts of the parent
+	if !h.System().Active("s") || !h.System().Active("s/a") {
+		t.Fatal("a parent with an active child was passivated")
+	}
+}
+
+// Messages keep arriving while parts are being passivated and activated
+// again: none is lost, none applied twice.
+func TestNoMessageLostAcrossPassivation(t *testing.T) {
+	in := &incarnations{n: map[string]int{}}
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, -1, time.Millisecond)})
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 0))
+	const parts, n = 8, 400
+	want := make([]int, parts)
+	for i := range n {
+		k := r.IntN(parts)
+		want[k]++
+		h.Send(fmt.Sprintf("s/p%d", k), add{1})
+		if i%20 == 0 {
+			time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond) // let some go idle
+		}
+	}
+	for k := range parts {
+		path := fmt.Sprintf("s/p%d", k)
+		actortest.Eventually(t, func() bool { return counter(t, h, path) == want[k] })
+	}
+	actortest.Eventually(t, func() bool { return h.System().Stats().Passivations > 0 }) // or it proves nothing
+}
+
+// Beyond MaxActiveParts the least recently used idle leaves are
+// passivated.
+func TestCapOnActiveParts(t *testing.T) {
+	in := &incarnations{n: map[string]int{}}
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, -1, -1), MaxActiveParts: 5})
+	for i := range 20 {
+		h.MustRequest(fmt.Sprintf("s/p%02d", i), add{i})
+	}
+	activeLeaves := func() (n int) {
+		for i := range 20 {
+			if h.System().Active(fmt.Sprintf("s/p%02d", i)) {
+				n++
+			}
+		}
+		return n
+	}
+	// "s" and four leaves.
+	actortest.Eventually(t, func() bool { return activeLeaves() <= 4 })
+	if !h.System().Active("s/p19") {
+		t.Fatal("the most recently used part was passivated")
+	}
+	for i := range 20 {
+		if got := counter(t, h, fmt.Sprintf("s/p%02d", i)); got != i {
+			t.Fatalf("s/p%02d = %d, want %d", i, got, i)
+		}
+	}
+}
