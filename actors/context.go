@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -132,6 +133,39 @@ func (c *Context) Send(to string, msg any) error {
 		env.via, env.relayed = CommonAncestor(c.part.path, p), true
 	}
 	c.out = append(c.out, env)
+	return nil
+}
+
+// MaxTimers bounds the timers waiting for one part (see Context.After).
+const MaxTimers = 1024
+
+// ErrTooManyTimers is returned by Context.After when MaxTimers timers
+// already wait for the part.
+var ErrTooManyTimers = errors.New("actors: too many timers for one part")
+
+// After sends msg to this part itself after d, once the message being
+// handled has committed (a rolled-back handler sets no timer). It is a plain
+// timer for an active part, kept in memory only: it is cancelled when the
+// part stops, by passivation, restart or Close, and does not survive a
+// crash. Use it for timeouts and retries while a part is busy; at most
+// MaxTimers wait per part.
+func (c *Context) After(d time.Duration, msg any) error {
+	if c.done {
+		return errContextDone
+	}
+	if d < 0 {
+		return fmt.Errorf("actors: After: negative delay %v", d)
+	}
+	held := 0
+	for _, e := range c.out {
+		if e.timer != nil {
+			held++
+		}
+	}
+	if c.part.timerCount()+held >= MaxTimers {
+		return fmt.Errorf("%w: %s has %d", ErrTooManyTimers, c.part.path, MaxTimers)
+	}
+	c.out = append(c.out, &envelope{to: c.part.path, msg: msg, ctx: context.Background(), from: c.part.path, delay: d, timer: c.part})
 	return nil
 }
 

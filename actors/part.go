@@ -30,6 +30,10 @@ type envelope struct {
 	via     Path
 	relayed bool
 
+	// A timer set by Context.After: sent to timer's part after delay.
+	timer *part
+	delay time.Duration
+
 	hops     int         // times rerouted
 	finished atomic.Bool // answered (see System.finish)
 }
@@ -78,6 +82,11 @@ type part struct {
 	lastActive  atomic.Int64 // unix nanoseconds of the last message received (see passivation)
 	nchildren   atomic.Int32 // len(children), for the passivator's goroutine
 	passivating bool         // p stops because it was idle, not because it failed or the system closes
+
+	tmu       sync.Mutex             // guards the timers: set from the releasing goroutine, cancelled from p's
+	timers    map[uint64]*time.Timer // waiting timers (Context.After), at most MaxTimers
+	timerSeq  uint64
+	timersOff bool // p stopped: no new timer
 
 	fileBytes atomic.Int64 // size of p's files as last observed (p's goroutine writes, scrapes read)
 	statAt    time.Time    // when fileBytes was observed
@@ -148,6 +157,7 @@ func (a *partActor) Receive(c actor.Context) {
 		}
 	case *actor.Restarting:
 		p.alive = false
+		p.stopTimers(false)
 		p.restarted = true
 		p.commit()
 		p.closeDB()
@@ -163,6 +173,7 @@ func (a *partActor) Receive(c actor.Context) {
 	case passivate:
 		p.passivate(c)
 	case *actor.Stopped:
+		p.stopTimers(true)
 		p.closeDB()
 		p.failPending()
 		if p.passivating {
@@ -762,4 +773,52 @@ func (p *part) call(c *Context, msg any) (reply any, perr *PanicError, err error
 	}()
 	reply, err = p.handler.Handle(c, msg)
 	return reply, nil, err
+}
+
+func (p *part) timerCount() int {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	return len(p.timers)
+}
+
+// startTimer arms the timer env carries, once its handler committed.
+func (p *part) startTimer(env *envelope) {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	if p.timersOff || len(p.timers) >= MaxTimers {
+		return // the part stopped meanwhile, or raced past the bound
+	}
+	if p.timers == nil {
+		p.timers = make(map[uint64]*time.Timer)
+	}
+	p.timerSeq++
+	id := p.timerSeq
+	p.timers[id] = time.AfterFunc(env.delay, func() {
+		p.tmu.Lock()
+		_, live := p.timers[id]
+		delete(p.timers, id)
+		p.tmu.Unlock()
+		if !live {
+			return
+		}
+		fired := &envelope{to: env.to, from: env.from, msg: env.msg, ctx: env.ctx}
+		p.sys.inflight.add()
+		if !p.post(fired) {
+			p.sys.finish(fired, nil, fmt.Errorf("%w: %s: timer fired after it stopped", ErrNotActive, p.path))
+		}
+	})
+}
+
+// stopTimers cancels p's waiting timers; once p has stopped (final), no
+// new one starts.
+func (p *part) stopTimers(final bool) {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	for id, t := range p.timers {
+		t.Stop()
+		delete(p.timers, id)
+	}
+	if final {
+		p.timersOff = true
+	}
 }

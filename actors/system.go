@@ -506,6 +506,10 @@ func (s *System) reroute(env *envelope) {
 
 // dispatch delivers a message sent by a handler, after its commit.
 func (s *System) dispatch(env *envelope) {
+	if env.timer != nil {
+		env.timer.startTimer(env)
+		return
+	}
 	s.inflight.add()
 	s.deliver(env)
 }
