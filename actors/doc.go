@@ -104,6 +104,23 @@
 // asks every part matching a pattern ("mail/*/*") with bounded concurrency,
 // streaming one result or error per part before a deadline.
 //
+// # Passivation and timers
+//
+// A part that has received no message for its kind's IdleTimeout (default
+// DefaultIdleTimeout) is passivated: its batch committed, its file closed,
+// its actor stopped; nothing of it stays in memory, and its next message
+// activates it again from its file. Options.MaxActiveParts caps the number
+// of active parts (by default from the process's descriptor limit, three
+// descriptors per open part): beyond it the least recently used idle leaves
+// are passivated. A part with active children is not passivated. Messages
+// that reach a part while it stops are held by its parent and delivered to
+// its next activation: passivation loses nothing.
+//
+// Context.After sets a plain timer: a message to the part itself after a
+// delay, armed only if the handler commits, kept in memory and cancelled
+// when the part stops. Durable alarms, which survive passivation and
+// restarts, are not there yet.
+//
 // # Shutdown
 //
 // Close stops accepting requests, waits for the messages already accepted,
