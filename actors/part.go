@@ -498,6 +498,7 @@ func (p *part) activate() error {
 		})
 	}
 	p.db, p.handler = db, h
+	p.registerAlarms()
 	if p.sys.barrier != nil {
 		// The file, its migrations and Activate's writes were committed
 		// without a sync: what the first replies read waits for one.
@@ -563,6 +564,7 @@ type batch struct {
 	out     []*envelope // sent after the commit
 
 	rolledBack bool         // its only message failed: nothing to commit
+	after      []func()     // run once the batch is durable (alarm index updates)
 	km         *kindMetrics // nil without metrics
 }
 
@@ -603,14 +605,40 @@ func (p *part) handle(env *envelope) {
 	b := p.batch
 	b.n++
 	// The first message of a batch needs no savepoint: if it fails, the
-	// whole transaction, which holds nothing else, is rolled back.
+	// whole transaction, which holds nothing else, is rolled back. An
+	// alarm's delivery always has one: its failure must still record the
+	// retry in the transaction.
+	wake, isWake := env.msg.(alarmWake)
 	var sp *persistence.Savepoint
-	if !first {
+	if !first || isWake {
 		var err error
 		if sp, err = b.tx.Savepoint(); err != nil {
 			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 			return
 		}
+	}
+	msg := env.msg
+	var alarm Alarm
+	if isWake {
+		due, attempt, err := p.readAlarm(b.tx, wake.name)
+		if err != nil || due.IsZero() || due.After(time.Now()) {
+			// Nothing due: the index entry was early or stale; settle it
+			// on the part's own truth once this batch has committed.
+			if rerr := sp.Release(); err == nil {
+				err = rerr
+			}
+			if err == nil {
+				b.after = append(b.after, func() { p.settleAlarm(wake.name, due) })
+			}
+			o := outOK
+			if err != nil {
+				o = outError
+			}
+			b.hold(env, nil, err, o)
+			return
+		}
+		alarm = Alarm{Name: wake.name, Due: due, Attempt: attempt}
+		msg = alarm
 	}
 	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
 	km := p.km()
@@ -618,7 +646,7 @@ func (p *part) handle(env *envelope) {
 	if km != nil {
 		start = time.Now()
 	}
-	reply, perr, err := p.call(c, env.msg)
+	reply, perr, err := p.call(c, msg)
 	if km != nil {
 		km.handlerTime.Observe(time.Since(start).Seconds())
 	}
@@ -633,6 +661,14 @@ func (p *part) handle(env *envelope) {
 		}
 		if rerr != nil {
 			p.logger().Error("rollback", "err", rerr) // a savepoint's: the commit will fail and say so
+		}
+	}
+	if isWake {
+		due, aerr := p.alarmAfterDelivery(b.tx, alarm, perr != nil || err != nil)
+		if aerr != nil {
+			p.logger().Error("alarm bookkeeping", "alarm", alarm.Name, "err", aerr) // the index lease retries it
+		} else {
+			b.after = append(b.after, func() { p.settleAlarm(alarm.Name, due) })
 		}
 	}
 	switch {
@@ -752,6 +788,9 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		for _, out := range b.out {
 			s.dispatch(out)
 		}
+		for _, fn := range b.after {
+			fn()
+		}
 	}
 	for _, r := range b.replies {
 		if err != nil && r.err == nil {
@@ -820,5 +859,51 @@ func (p *part) stopTimers(final bool) {
 	}
 	if final {
 		p.timersOff = true
+	}
+}
+
+// settleAlarm brings the index entry of p's alarm name to what p's file
+// says, once that is durable.
+func (p *part) settleAlarm(name string, due time.Time) {
+	if err := p.sys.alarms.settle(p.path, name, due); err != nil {
+		p.logger().Error("alarm index", "alarm", name, "err", err) // the lease sends it again
+	}
+}
+
+// registerAlarms notes p's alarms in the System's index when p opens, so
+// that an index that lost entries (a file restored from a backup, an index
+// deleted) heals with every activation.
+func (p *part) registerAlarms() {
+	type alarm struct {
+		name string
+		due  int64
+	}
+	var alarms []alarm
+	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = ?`, alarmsTable).Scan(&n); err != nil || n == 0 {
+			return err
+		}
+		rows, err := tx.Query(`SELECT name, due FROM ` + alarmsTable)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a alarm
+			if err := rows.Scan(&a.name, &a.due); err != nil {
+				return err
+			}
+			alarms = append(alarms, a)
+		}
+		return rows.Err()
+	})
+	for _, a := range alarms {
+		if err == nil {
+			err = p.sys.alarms.note(p.path, a.name, time.Unix(0, a.due))
+		}
+	}
+	if err != nil {
+		p.logger().Error("registering alarms", "err", err)
 	}
 }

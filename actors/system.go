@@ -162,6 +162,7 @@ type System struct {
 
 	passivator passivator
 	maxActive  int // cap on active parts; <= 0: none
+	alarms     *alarmIndex
 
 	inflight    inflight
 	rootStopped chan struct{} // closed when the guardian has stopped
@@ -208,6 +209,14 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 			return nil, fmt.Errorf("actors: durability %s: %w", opts.Durability, err)
 		}
 	}
+	alarms, err := openAlarmIndex(ctx, dir, opts.Durability.syncMode())
+	if err != nil {
+		if barrier != nil {
+			barrier.Close()
+		}
+		unlockDir(lock)
+		return nil, err
+	}
 	switch {
 	case opts.Durability < PowerLoss || opts.Durability > ProcessCrash:
 		return nil, fmt.Errorf("actors: unknown durability %d", int(opts.Durability))
@@ -238,6 +247,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		lock:        lock,
 		barrier:     barrier,
 		maxActive:   maxActive,
+		alarms:      alarms,
 		rootStopped: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -278,6 +288,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	s.root = &part{sys: s}
 	s.root.pid = s.as.Root.Spawn(s.root.props())
 	s.startPassivator()
+	s.startAlarms()
 	log.Info("system open", "dir", dir, "kinds", len(opts.Kinds), "durability", opts.Durability.String())
 	return s, nil
 }
@@ -541,6 +552,7 @@ func (s *System) Close(ctx context.Context) error {
 func (s *System) close(ctx context.Context) error {
 	var errs []error
 	s.stopPassivator()
+	s.stopAlarmWaker()
 	if err := s.inflight.drain(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("actors: close: waiting for messages in flight: %w", err))
 	}
@@ -557,6 +569,9 @@ func (s *System) close(ctx context.Context) error {
 		if err := s.barrier.Close(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := s.alarms.db.Close(); err != nil {
+		errs = append(errs, err)
 	}
 	s.stopped.Store(true)
 	close(s.done)

@@ -12,8 +12,13 @@ import (
 	"github.com/fractalrt/fractal/persistence"
 )
 
-// rootFile is the file where the runtime records the top-level parts.
-const rootFile = "_fractal.db"
+// The runtime's own files in a data directory: the top-level parts, and the
+// index of durable alarms. A subtree's backup leaves both out: restored
+// parts register their alarms again when they are next activated.
+const (
+	rootFile   = "_fractal.db"
+	alarmsFile = "_fractal_alarms.db"
+)
 
 // copyParts copies each part's file (and, when whole is set, the root
 // file) from src to the same place under dest with SQLite's backup API:
@@ -22,8 +27,10 @@ const rootFile = "_fractal.db"
 func copyParts(ctx context.Context, src, dest string, parts []found, whole bool, parallel int, stdout, stderr io.Writer, verb string) error {
 	files := parts
 	if whole {
-		if _, err := os.Stat(filepath.Join(src, rootFile)); err == nil {
-			files = append(files, found{file: filepath.Join(src, rootFile)})
+		for _, name := range []string{rootFile, alarmsFile} {
+			if _, err := os.Stat(filepath.Join(src, name)); err == nil {
+				files = append(files, found{file: filepath.Join(src, name)})
+			}
 		}
 	}
 	errs := forEach(ctx, files, parallel, stderr, verb, func(ctx context.Context, _ int, p found) error {

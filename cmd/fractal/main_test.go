@@ -141,7 +141,7 @@ func TestBackupRestore(t *testing.T) {
 	h := system(t)
 	dest := t.TempDir()
 	code, out, errs := fractal(t, "backup", h.Dir(), dest)
-	if code != 0 || !strings.Contains(out, "7 files backed up, 0 failed") {
+	if code != 0 || !strings.Contains(out, "8 files backed up, 0 failed") {
 		t.Fatalf("backup: %d %s %s", code, out, errs)
 	}
 	code, _, errs = fractal(t, "restore", dest, h.Dir())

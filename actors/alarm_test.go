@@ -1,0 +1,160 @@
+package actors_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
+	"github.com/fractalrt/fractal/persistence"
+)
+
+// Messages of the alarm kind.
+type (
+	setAlarm struct {
+		name string
+		in   time.Duration
+	}
+	setThenFail struct {
+		name string
+		in   time.Duration
+	}
+	cancelAlarm struct{ name string }
+)
+
+var alarmMigrations = append(counterMigrations[:2:2], persistence.Migration{
+	Name: "alarm log", SQL: `CREATE TABLE fired (name TEXT NOT NULL, attempt INTEGER NOT NULL)`,
+})
+
+// alarmKinds: leaves that set alarms and count them; an alarm whose name
+// starts with "fail" fails its first two deliveries.
+func alarmKinds(idle time.Duration) []actors.Kind {
+	h := actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
+		switch m := msg.(type) {
+		case setAlarm:
+			return nil, c.SetAlarm(m.name, time.Now().Add(m.in))
+		case setThenFail:
+			if err := c.SetAlarm(m.name, time.Now().Add(m.in)); err != nil {
+				return nil, err
+			}
+			return nil, errTest
+		case cancelAlarm:
+			return nil, c.CancelAlarm(m.name)
+		case actors.Alarm:
+			if _, err := c.Exec(`INSERT INTO fired (name, attempt) VALUES (?, ?)`, m.Name, m.Attempt); err != nil {
+				return nil, err
+			}
+			if len(m.Name) >= 4 && m.Name[:4] == "fail" && m.Attempt < 2 {
+				return nil, errTest // rolled back: the row above is not kept
+			}
+			return nil, nil
+		}
+		return counterHandler(c, msg)
+	})
+	return []actors.Kind{
+		{Name: "top", Pattern: "al", Handler: h, Migrations: alarmMigrations, IdleTimeout: -1},
+		{Name: "leaf", Pattern: "al/*", Handler: h, Migrations: alarmMigrations, IdleTimeout: idle},
+	}
+}
+
+// fired returns the deliveries recorded by al/a, as "name@attempt".
+func fired(t *testing.T, h *actortest.Harness, path string) string {
+	t.Helper()
+	var out []string
+	for _, r := range h.Query(path, `SELECT name, attempt FROM fired ORDER BY rowid`) {
+		out = append(out, fmt.Sprintf("%s@%d", r[0], r[1]))
+	}
+	return fmt.Sprint(out)
+}
+
+// indexEntries counts the alarm index's entries.
+func indexEntries(t *testing.T, h *actortest.Harness) int64 {
+	t.Helper()
+	db, err := persistence.Open(context.Background(), filepath.Join(h.Dir(), "_fractal_alarms.db"), &persistence.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int64
+	if err := db.View(context.Background(), func(tx *persistence.Tx) error {
+		return tx.QueryRow(`SELECT count(*) FROM alarms`).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestAlarmFiresOnceAndIsCleared(t *testing.T) {
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
+	h.MustRequest("al/a", setAlarm{"ping", 30 * time.Millisecond})
+	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[ping@0]" })
+	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 0 })
+	time.Sleep(100 * time.Millisecond)
+	if got := fired(t, h, "al/a"); got != "[ping@0]" {
+		t.Fatalf("deliveries %s, want one", got)
+	}
+}
+
+// An alarm wakes its part from passivation, and survives a restart of the
+// whole system.
+func TestAlarmSurvivesPassivationAndRestart(t *testing.T) {
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(10 * time.Millisecond)})
+	h.MustRequest("al/a", setAlarm{"later", 250 * time.Millisecond})
+	h.MustRequest("al/b", setAlarm{"sleepy", 150 * time.Millisecond})
+	actortest.Eventually(t, func() bool { return !h.System().Active("al/b") })
+	h.Reopen()
+	actortest.Eventually(t, func() bool {
+		return fired(t, h, "al/a") == "[later@0]" && fired(t, h, "al/b") == "[sleepy@0]"
+	})
+}
+
+// A failing delivery is retried with backoff until it succeeds.
+func TestAlarmRetriedUntilItSucceeds(t *testing.T) {
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
+	h.MustRequest("al/a", setAlarm{"fail-twice", time.Millisecond})
+	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[fail-twice@2]" })
+	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 0 })
+}
+
+// Cancelled, rolled back or moved later: no delivery, and the index cleans
+// itself up.
+func TestAlarmCancelRollbackReschedule(t *testing.T) {
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
+	h.MustRequest("al/a", setAlarm{"cancelled", 40 * time.Millisecond})
+	h.MustRequest("al/a", cancelAlarm{"cancelled"})
+	if _, err := h.Request("al/a", setThenFail{"rolledback", 40 * time.Millisecond}); !errors.Is(err, errTest) {
+		t.Fatal(err)
+	}
+	h.MustRequest("al/a", setAlarm{"moved", 40 * time.Millisecond})
+	h.MustRequest("al/a", setAlarm{"moved", time.Hour})
+	h.MustRequest("al/a", setAlarm{"sooner", time.Hour})
+	h.MustRequest("al/a", setAlarm{"sooner", 60 * time.Millisecond})
+	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[sooner@0]" })
+	// Stale entries were woken, found nothing due and were settled: only
+	// "moved" remains, an hour away.
+	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if got := fired(t, h, "al/a"); got != "[sooner@0]" {
+		t.Fatalf("deliveries %s", got)
+	}
+}
+
+// An index that lost its entries (deleted, or the part's file restored from
+// a backup) heals when the part is next activated.
+func TestAlarmIndexHealsOnActivation(t *testing.T) {
+	dir := t.TempDir()
+	h := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
+	h.MustRequest("al/a", setAlarm{"kept", 300 * time.Millisecond})
+	h.Close()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, "_fractal_alarms.db"+suffix))
+	}
+	h2 := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
+	h2.MustRequest("al/a", get{}) // activation registers the alarm again
+	actortest.Eventually(t, func() bool { return fired(t, h2, "al/a") == "[kept@0]" })
+}
