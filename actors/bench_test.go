@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -173,5 +175,58 @@ func benchRouting(b *testing.B, name string, kinds []actors.Kind, path string, w
 			})
 		})
 		sys.Close(ctx)
+	}
+}
+
+// Activation: the latency of the first request to a part whose file does
+// not exist yet (create), and to a passivated part (reopen), as p50 and
+// p99 over b.N parts.
+func BenchmarkActivation(b *testing.B) {
+	for _, d := range []actors.Durability{actors.ProcessCrash, actors.PowerLoss} {
+		b.Run(d.String(), func(b *testing.B) {
+			k := benchKinds()
+			k[1].IdleTimeout = time.Hour
+			sys, err := actors.Open(context.Background(), b.TempDir(), actors.Options{Kinds: k, Durability: d, MaxActiveParts: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sys.Close(context.Background())
+			ctx := context.Background()
+			if _, err := sys.Request(ctx, "bench", struct{}{}); err != nil {
+				b.Fatal(err)
+			}
+			n := max(b.N, 20)
+			create := make([]time.Duration, n)
+			for i := range n {
+				start := time.Now()
+				if _, err := sys.Request(ctx, fmt.Sprintf("bench/c%d-%d", b.N, i), struct{}{}); err != nil {
+					b.Fatal(err)
+				}
+				create[i] = time.Since(start)
+			}
+			// Passivate them all: restart the parent, which stops its
+			// children (the next request reopens each file).
+			if err := sys.Restart(ctx, "bench"); err != nil {
+				b.Fatal(err)
+			}
+			for i := 0; i < n && sys.Active(fmt.Sprintf("bench/c%d-%d", b.N, i)); {
+				time.Sleep(time.Millisecond)
+			}
+			reopen := make([]time.Duration, n)
+			for i := range n {
+				start := time.Now()
+				if _, err := sys.Request(ctx, fmt.Sprintf("bench/c%d-%d", b.N, i), struct{}{}); err != nil {
+					b.Fatal(err)
+				}
+				reopen[i] = time.Since(start)
+			}
+			pct := func(ds []time.Duration, p float64) float64 {
+				slices.Sort(ds)
+				return float64(ds[int(p*float64(len(ds)-1))].Microseconds())
+			}
+			b.ReportMetric(pct(create, 0.5), "create-p50-µs")
+			b.ReportMetric(pct(reopen, 0.5), "reopen-p50-µs")
+			b.ReportMetric(pct(reopen, 0.99), "reopen-p99-µs")
+		})
 	}
 }

@@ -99,6 +99,7 @@ type part struct {
 	handler   Handler                //
 	children  map[string]*part       // active children by segment
 	pending   map[string][]*envelope // messages for children that are stopping
+	stash     []*envelope            // messages received while restarting
 	sup       *supervisor.Supervisor // decisions about the children (see supervisorOf)
 }
 
@@ -154,6 +155,13 @@ func (a *partActor) Receive(c actor.Context) {
 			if err := p.open(); err != nil {
 				p.logger().Warn("reactivation after restart failed", "err", err)
 			}
+		}
+		p.restarted = false
+		stash := p.stash
+		p.stash = nil
+		for _, env := range stash {
+			p.receive(c, env)
+			p.queued.Add(-1)
 		}
 	case *actor.Restarting:
 		p.alive = false
@@ -264,6 +272,14 @@ func (p *part) MessageReceived(msg any) {
 
 func (p *part) receive(c actor.Context, env *envelope) {
 	if !p.alive {
+		if p.restarted && !p.stopping {
+			// Restarting: protoactor-go keeps delivering messages while a
+			// restart waits for the children to stop. Hold them for the
+			// new incarnation rather than bounce them back here.
+			p.current = env
+			p.stash = append(p.stash, env)
+			p.queued.Add(1) // still waiting: counted until handled
+		}
 		return // stopping: MessageReceived reroutes it
 	}
 	p.current = env
@@ -404,8 +420,14 @@ func (p *part) childTerminated(c actor.Context, who *actor.PID) {
 	}
 }
 
-// failPending reroutes the messages held for children when p itself stops.
+// failPending reroutes the messages held for children, and those held
+// during a restart, when p itself stops.
 func (p *part) failPending() {
+	for _, env := range p.stash {
+		p.queued.Add(-1)
+		p.sys.reroute(env)
+	}
+	p.stash = nil
 	for seg, held := range p.pending {
 		delete(p.pending, seg)
 		for _, env := range held {

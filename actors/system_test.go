@@ -597,3 +597,34 @@ func corrupt(t *testing.T, file string) {
 		t.Fatal(err)
 	}
 }
+
+// While a parent restarts (it waits for its children to stop), messages
+// for it and its subtree are held for the new incarnation, not bounced.
+func TestRequestsDuringParentRestart(t *testing.T) {
+	h := newHarness(t)
+	for i := range 20 {
+		h.MustRequest(fmt.Sprintf("c/a/x%d", i), add{1})
+	}
+	for round := range 3 {
+		h.Restart("c/a")
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := h.Request(fmt.Sprintf("c/a/x%d", i), add{1}); err != nil {
+					t.Errorf("round %d, c/a/x%d: %v", round, i, err)
+				}
+			}()
+		}
+		if _, err := h.Request("c/a", add{1}); err != nil {
+			t.Errorf("round %d, c/a: %v", round, err)
+		}
+		wg.Wait()
+	}
+	for i := range 20 {
+		if got := counter(t, h, fmt.Sprintf("c/a/x%d", i)); got != 4 {
+			t.Errorf("c/a/x%d = %d, want 4", i, got)
+		}
+	}
+}
