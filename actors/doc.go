@@ -118,8 +118,15 @@
 //
 // Context.After sets a plain timer: a message to the part itself after a
 // delay, armed only if the handler commits, kept in memory and cancelled
-// when the part stops. Durable alarms, which survive passivation and
-// restarts, are not there yet.
+// when the part stops.
+//
+// Context.SetAlarm sets a durable alarm, in the message's transaction: the
+// part's handler receives an Alarm when it is due, even if the part was
+// passivated or the process restarted meanwhile. Alarms are kept in the
+// part's own file; an index in the data directory (a superset of the
+// parts' alarms, healed at every activation) finds due ones without
+// opening any part. Delivery is at least once: a failing handler's alarm is
+// retried with exponential backoff.
 //
 // # Shutdown
 //
