@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
@@ -157,4 +159,33 @@ func TestAlarmIndexHealsOnActivation(t *testing.T) {
 	h2 := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
 	h2.MustRequest("al/a", get{}) // activation registers the alarm again
 	actortest.Eventually(t, func() bool { return fired(t, h2, "al/a") == "[kept@0]" })
+}
+
+func TestAlarmMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1), Registerer: reg})
+	h.MustRequest("al/a", setAlarm{"fail-once-then-twice", time.Millisecond})
+	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[fail-once-then-twice@2]" })
+	actortest.Eventually(t, func() bool {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "fractal_alarm_deliveries_total":
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "outcome" {
+							got[l.GetValue()] = m.GetCounter().GetValue()
+						}
+					}
+				}
+			case "fractal_alarm_lateness_seconds":
+				got["lateness"] = float64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
+			}
+		}
+		return got["ok"] == 1 && got["error"] == 2 && got["lateness"] == 3
+	})
 }

@@ -70,6 +70,9 @@ type metrics struct {
 
 	scatterFanout prometheus.Histogram
 	scatterErrors prometheus.Counter
+
+	alarmDeliveries *prometheus.CounterVec
+	alarmLateness   prometheus.Histogram
 }
 
 // kindMetrics are the children of the metric vectors for one kind, so that
@@ -149,6 +152,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Parts asked per Scatter call.",
 			Buckets: fanoutBuckets,
 		}),
+		alarmDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fractal_alarm_deliveries_total",
+			Help: "Durable alarms delivered to handlers, by kind and outcome (ok, or error: retried later).",
+		}, []string{"kind", "outcome"}),
+		alarmLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fractal_alarm_lateness_seconds",
+			Help:    "How long after its due time an alarm reached its handler.",
+			Buckets: slowSecondsBuckets,
+		}),
 		scatterErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fractal_scatter_part_errors_total",
 			Help: "Parts asked by Scatter that answered with an error or not in time.",
@@ -180,7 +192,7 @@ func (m *metrics) register(s *System) error {
 	cs := []prometheus.Collector{
 		m.messages, m.handlerTime, m.commitTime, m.batchSize,
 		m.activations, m.activateTime, m.restarts, m.escalations, m.passivations,
-		m.scatterFanout, m.scatterErrors,
+		m.scatterFanout, m.scatterErrors, m.alarmDeliveries, m.alarmLateness,
 		&partsCollector{sys: s},
 	}
 	if s.barrier != nil {

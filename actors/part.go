@@ -686,7 +686,16 @@ func (p *part) handle(env *envelope) {
 		}
 	}
 	if isWake {
-		due, aerr := p.alarmAfterDelivery(b.tx, alarm, perr != nil || err != nil)
+		failed := perr != nil || err != nil
+		if m := p.sys.metrics; m != nil {
+			outcome := "ok"
+			if failed {
+				outcome = "error"
+			}
+			m.alarmDeliveries.WithLabelValues(p.kind.Name, outcome).Inc()
+			m.alarmLateness.Observe(time.Since(alarm.Due).Seconds())
+		}
+		due, aerr := p.alarmAfterDelivery(b.tx, alarm, failed)
 		if aerr != nil {
 			p.logger().Error("alarm bookkeeping", "alarm", alarm.Name, "err", aerr) // the index lease retries it
 		} else {
