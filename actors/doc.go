@@ -157,6 +157,9 @@
 //	fractal_restarts_total{kind,strategy}         counter: restarts, by the restarted part's kind and
 //	                                              its parent's strategy
 //	fractal_escalations_total{kind}               counter: parents that exceeded their intensity
+//	fractal_passivations_total{kind}              counter: parts passivated (idle, or over the cap)
+//	fractal_alarm_deliveries_total{kind,outcome}  counter: alarms delivered, outcome ok or error
+//	fractal_alarm_lateness_seconds                histogram: due time to delivery
 //	fractal_scatter_parts                         histogram: parts asked per Scatter iteration
 //	fractal_scatter_part_errors_total             counter: parts of a Scatter that failed or were late
 //	fractal_active_parts{kind}                    gauge: active parts
