@@ -16,9 +16,10 @@ test:
 	cd bench && $(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-## e2e: the mail example's metrics scraped by a real Prometheus on loopback (installs Debian's prometheus if missing; not part of test)
+## e2e: a real Prometheus scrapes the mail example, and headless Chromium renders its inspection page (installs Debian's prometheus and chromium if missing; not part of test)
 e2e:
 	GO=$(GO) $(CURDIR)/.ci/e2e-prometheus.sh
+	GO=$(GO) $(CURDIR)/.ci/e2e-browser.sh
 
 ## bench: the Go micro-benchmarks, then the comparison harness (bench/) against every system, PostgreSQL included
 bench:

@@ -83,6 +83,9 @@ type part struct {
 	nchildren   atomic.Int32 // len(children), for the passivator's goroutine
 	passivating bool         // p stops because it was idle, not because it failed or the system closes
 
+	failures atomic.Int64           // handler panics since activation (see System.Info)
+	lastErr  atomic.Pointer[string] // the last failure or activation error
+
 	tmu       sync.Mutex             // guards the timers: set from the releasing goroutine, cancelled from p's
 	timers    map[uint64]*time.Timer // waiting timers (Context.After), at most MaxTimers
 	timerSeq  uint64
@@ -609,6 +612,7 @@ func (p *part) handle(env *envelope) {
 	if p.db == nil {
 		if err := p.open(); err != nil {
 			p.logger().Warn("activation failed", "err", err)
+			p.setLastError(err.Error())
 			p.countMessage(outActivationError)
 			p.sys.finish(env, nil, err)
 			return
@@ -938,3 +942,5 @@ func (p *part) registerAlarms() {
 		p.logger().Error("registering alarms", "err", err)
 	}
 }
+
+func (p *part) setLastError(msg string) { p.lastErr.Store(&msg) }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -67,6 +68,8 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		sup.StopChildren(who) // not ours any more: nothing to restart
 		return
 	}
+	child.failures.Add(1)
+	child.setLastError(fmt.Sprint(reason))
 	s := p.supervisorOf()
 	d, err := s.Exit(time.Now(), seg, supervisor.Failure, rand.Float64())
 	if errors.Is(err, supervisor.ErrUnknownChild) {

@@ -243,7 +243,7 @@ func TestSearchIndexMigration(t *testing.T) {
 func TestDemoMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	var got map[string]bool
-	hold := func() error {
+	hold := func(*actors.System) error {
 		mfs, err := reg.Gather()
 		if err != nil {
 			return err

@@ -26,6 +26,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -38,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/inspect"
 )
 
 func main() {
@@ -45,18 +48,23 @@ func main() {
 	verbose := flag.Bool("v", false, "log the runtime's events to stderr")
 	metricsAddr := flag.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics (a loopback address, e.g. 127.0.0.1:9464; default: off)")
 	serve := flag.Bool("serve", false, "after the demo, keep the system open until SIGINT or SIGTERM")
+	inspectAddr := flag.String("inspect", "", "with -serve, serve the live view of the tree at http://ADDR/ (a loopback address, e.g. 127.0.0.1:8080; default: off)")
 	flag.Parse()
 	logger := slog.New(slog.DiscardHandler)
 	if *verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if err := runMain(*data, *metricsAddr, *serve, logger); err != nil {
+	if *inspectAddr != "" && !*serve {
+		fmt.Fprintln(os.Stderr, "mail: -inspect needs -serve")
+		os.Exit(2)
+	}
+	if err := runMain(*data, *metricsAddr, *inspectAddr, *serve, logger); err != nil {
 		fmt.Fprintln(os.Stderr, "mail:", err)
 		os.Exit(1)
 	}
 }
 
-func runMain(data, metricsAddr string, serve bool, logger *slog.Logger) error {
+func runMain(data, metricsAddr, inspectAddr string, serve bool, logger *slog.Logger) error {
 	var reg *prometheus.Registry
 	if metricsAddr != "" {
 		reg = prometheus.NewRegistry()
@@ -68,9 +76,17 @@ func runMain(data, metricsAddr string, serve bool, logger *slog.Logger) error {
 		defer srv.Close(context.Background())
 		fmt.Printf("metrics: http://%s/metrics\n", srv.Addr())
 	}
-	var hold func() error
+	var hold func(*actors.System) error
 	if serve {
-		hold = func() error {
+		hold = func(sys *actors.System) error {
+			if inspectAddr != "" {
+				srv, err := serveInspect(inspectAddr, sys)
+				if err != nil {
+					return err
+				}
+				defer srv.Close()
+				fmt.Printf("inspect: http://%s/\n", srv.Addr)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Println("\nserving until SIGINT or SIGTERM")
@@ -89,7 +105,7 @@ func runMain(data, metricsAddr string, serve bool, logger *slog.Logger) error {
 // run runs the demo on dir. reg, when not nil, receives the runtime's
 // metrics; hold, when not nil, is called after the demo while the system
 // is still open, and the system is closed when it returns.
-func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger, reg prometheus.Registerer, hold func() error) error {
+func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger, reg prometheus.Registerer, hold func(*actors.System) error) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	opts := actors.Options{Kinds: kinds(), Logger: logger, Registerer: reg}
@@ -232,7 +248,7 @@ func run(ctx context.Context, w io.Writer, dir string, logger *slog.Logger, reg 
 		}
 	}
 	if hold != nil {
-		if err := hold(); err != nil {
+		if err := hold(sys); err != nil {
 			return err
 		}
 	}
@@ -321,4 +337,23 @@ func waitFor(ctx context.Context, cond func() (bool, error)) error {
 		case <-time.After(delay):
 		}
 	}
+}
+
+// serveInspect serves the inspection page of sys on addr, a loopback
+// address (read-only: no action is enabled).
+func serveInspect(addr string, sys *actors.System) (*http.Server, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("inspect address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("inspect address %q: refusing a non-loopback host", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: inspect.Handler(sys, nil), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return srv, nil
 }

@@ -1,0 +1,118 @@
+package inspect_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
+	"github.com/fractalrt/fractal/actors/inspect"
+	"github.com/fractalrt/fractal/persistence"
+)
+
+type boom struct{}
+
+func harness(t *testing.T) *actortest.Harness {
+	h := actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
+		if _, ok := msg.(boom); ok {
+			panic("boom")
+		}
+		_, err := c.Exec(`INSERT INTO t VALUES (1)`)
+		return nil, err
+	})
+	m := []persistence.Migration{{SQL: `CREATE TABLE t (x)`}}
+	ha := actortest.New(t, actors.Options{Kinds: []actors.Kind{
+		{Name: "whole", Pattern: "mail", Handler: h, Migrations: m},
+		{Name: "domain", Pattern: "mail/*", Handler: h, Migrations: m},
+		{Name: "box", Pattern: "mail/*/*", Handler: h, Migrations: m},
+	}})
+	for _, p := range []string{"mail/a.org/alice", "mail/a.org/bob", "mail/b.net/carol"} {
+		ha.MustRequest(p, struct{}{})
+	}
+	return ha
+}
+
+func get(t *testing.T, srv *httptest.Server, path string, v any) int {
+	t.Helper()
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestAPI(t *testing.T) {
+	h := harness(t)
+	if _, err := h.Request("mail/a.org/bob", boom{}); err == nil {
+		t.Fatal("boom did not fail")
+	}
+	srv := httptest.NewServer(inspect.Handler(h.System(), nil))
+	defer srv.Close()
+
+	var list struct {
+		Parts []actors.PartInfo `json:"parts"`
+	}
+	if code := get(t, srv, "/api/children?path=", &list); code != 200 || len(list.Parts) != 1 || list.Parts[0].Path != "mail" || list.Parts[0].Children != 2 {
+		t.Fatalf("root children: %d %+v", code, list)
+	}
+	if code := get(t, srv, "/api/children?path=mail/a.org", &list); code != 200 || fmt.Sprint(len(list.Parts)) != "2" {
+		t.Fatalf("mail/a.org children: %d %+v", code, list)
+	}
+	var bob actors.PartInfo
+	actortest.Eventually(t, func() bool {
+		get(t, srv, "/api/part?path=mail/a.org/bob", &bob)
+		return bob.Active && bob.Failures == 1
+	})
+	if bob.Kind != "box" || bob.Bytes == 0 || !strings.Contains(bob.LastError, "boom") {
+		t.Fatalf("bob: %+v", bob)
+	}
+	var e map[string]string
+	if code := get(t, srv, "/api/part?path=../../etc/passwd", &e); code != 400 || !strings.Contains(e["error"], "invalid path") {
+		t.Fatalf("invalid path: %d %v", code, e)
+	}
+	// The page itself: self-contained, no external resource.
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "api/children") || strings.Contains(string(body), "http://") || strings.Contains(string(body), "https://") {
+		t.Fatalf("page refers elsewhere or lacks its script")
+	}
+}
+
+func TestActionsOnlyWhenAllowed(t *testing.T) {
+	h := harness(t)
+	ro := httptest.NewServer(inspect.Handler(h.System(), nil))
+	defer ro.Close()
+	resp, err := http.Post(ro.URL+"/api/restart?path=mail/a.org/alice", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("restart on a read-only handler: %d", resp.StatusCode)
+	}
+	rw := httptest.NewServer(inspect.Handler(h.System(), &inspect.Options{AllowActions: true}))
+	defer rw.Close()
+	resp, err = http.Post(rw.URL+"/api/restart?path=mail/a.org/alice", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("restart allowed: %d", resp.StatusCode)
+	}
+}
