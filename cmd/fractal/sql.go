@@ -72,8 +72,10 @@ func cmdSQL(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(stderr, "fractal: %s: %v\n", parts[i].path, err)
 		}
 	}
-	if err := printResults(stdout, *format, pattern, parts, results, errs); err != nil {
-		return err
+	if failed < len(parts) {
+		if err := printResults(stdout, *format, pattern, parts, results, errs); err != nil {
+			return err
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("sql: %d of %d parts failed", failed, len(parts))
