@@ -160,12 +160,7 @@ func (a *partActor) Receive(c actor.Context) {
 			}
 		}
 		p.restarted = false
-		stash := p.stash
-		p.stash = nil
-		for _, env := range stash {
-			p.receive(c, env)
-			p.queued.Add(-1)
-		}
+		p.receiveStash(c)
 	case *actor.Restarting:
 		p.alive = false
 		p.stopTimers(false)
@@ -180,6 +175,13 @@ func (a *partActor) Receive(c actor.Context) {
 		p.mu.Unlock()
 		if p.kind != nil {
 			p.sys.parts.CompareAndDelete(p.path.String(), p)
+		}
+		// A part stopped after a failure has a suspended mailbox: resume
+		// it, so that the messages still queued there reach
+		// MessageReceived and are rerouted instead of stranded. Nothing is
+		// handled by this incarnation any more (alive is false).
+		if sup, ok := c.(actor.Supervisor); ok {
+			sup.ResumeChildren(c.Self())
 		}
 	case passivate:
 		p.passivate(c)
@@ -204,6 +206,26 @@ func (a *partActor) Receive(c actor.Context) {
 	}
 	if drained, full := p.batchDone(msg); full || (drained && !p.deferCommit()) {
 		p.commit()
+	}
+}
+
+// receiveStash handles, in order, the messages held while p restarted. If
+// one of them panics, the ones after it are held again for the next
+// incarnation (the panic restarts p once more).
+func (p *part) receiveStash(c actor.Context) {
+	stash := p.stash
+	p.stash = nil
+	for i, env := range stash {
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					p.stash = append(p.stash, stash[i+1:]...)
+					panic(v)
+				}
+			}()
+			p.receive(c, env)
+		}()
+		p.queued.Add(-1) // counted since it was held (the panic path counts its own)
 	}
 }
 

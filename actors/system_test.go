@@ -628,3 +628,35 @@ func TestRequestsDuringParentRestart(t *testing.T) {
 		}
 	}
 }
+
+// A message held during a restart that panics when handled does not lose
+// the messages held after it.
+func TestPanicInHeldMessageKeepsTheRest(t *testing.T) {
+	h := newHarness(t)
+	h.MustRequest("c/a/x", add{0})
+	h.Restart("c/a")
+	results := make(chan error, 3)
+	for _, m := range []any{add{1}, addPanic{1}, add{10}} {
+		go func() {
+			_, err := h.Request("c/a/x", m)
+			results <- err
+		}()
+	}
+	var panics, oks int
+	for range 3 {
+		switch err := <-results; {
+		case errors.Is(err, actors.ErrPanic):
+			panics++
+		case err == nil:
+			oks++
+		default:
+			t.Fatalf("request failed: %v", err)
+		}
+	}
+	if panics != 1 || oks != 2 {
+		t.Fatalf("%d panics and %d successes, want 1 and 2", panics, oks)
+	}
+	if got := counter(t, h, "c/a/x"); got != 11 {
+		t.Fatalf("counter = %d, want 11", got)
+	}
+}
