@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -227,6 +229,35 @@ func BenchmarkActivation(b *testing.B) {
 			b.ReportMetric(pct(create, 0.5), "create-p50-µs")
 			b.ReportMetric(pct(reopen, 0.5), "reopen-p50-µs")
 			b.ReportMetric(pct(reopen, 0.99), "reopen-p99-µs")
+		})
+	}
+}
+
+// Open costs the same whatever the number of parts on disk: it reads no
+// part and scans no directory. Parts here are directories with an (empty)
+// file each, made directly, 10 and 20,000 of them.
+func BenchmarkOpenWithPartsOnDisk(b *testing.B) {
+	for _, n := range []int{10, 20_000} {
+		dir := b.TempDir()
+		for i := range n {
+			d := actors.MustParsePath(fmt.Sprintf("bench/p%06d", i)).Dir(dir)
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d, actors.PartFileName), nil, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(fmt.Sprintf("parts=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				sys, err := actors.Open(context.Background(), dir, actors.Options{Kinds: benchKinds()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := sys.Close(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
