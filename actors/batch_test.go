@@ -218,3 +218,35 @@ func TestOptionsValidated(t *testing.T) {
 		t.Errorf("durability names: %s", s)
 	}
 }
+
+// A part slower than its callers: its mailbox is bounded and callers get a
+// backpressure error instead of the process growing.
+func TestMailboxBoundGivesBackpressure(t *testing.T) {
+	h := actortest.New(t, actors.Options{Kinds: blockingKinds(), MaxMailbox: 10, MaxBatchDelay: time.Hour})
+	h.MustRequest("c/a", add{0})
+	unblock := queueBehind(t, h, "c/a") // the hold counts as one until handled
+	for range 9 {
+		h.Send("c/a", add{1})
+	}
+	if err := h.System().Send("c/a", add{1}); !errors.Is(err, actors.ErrBackpressure) {
+		t.Fatalf("send to a full mailbox: %v, want ErrBackpressure", err)
+	}
+	if _, err := h.Request("c/a", add{1}); !errors.Is(err, actors.ErrBackpressure) {
+		t.Fatalf("request to a full mailbox: %v, want ErrBackpressure", err)
+	}
+	if _, err := h.Request("c/b", add{1}); err != nil {
+		t.Fatalf("another part is not affected: %v", err)
+	}
+	unblock()
+	// The queue drains; a request made before it has is refused too.
+	actortest.Eventually(t, func() bool {
+		v, err := h.Request("c/a", get{})
+		if errors.Is(err, actors.ErrBackpressure) {
+			return false
+		}
+		if err != nil || v != 9 {
+			t.Fatalf("counter = %v, %v; want the 9 admitted messages", v, err)
+		}
+		return true
+	})
+}

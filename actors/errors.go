@@ -46,6 +46,11 @@ var (
 	// while parts keep stopping under it.
 	ErrUndeliverable = errors.New("actors: message could not be delivered")
 
+	// ErrBackpressure is returned by Request and Send when the target
+	// part's mailbox is full (Options.MaxMailbox): the part is slower than
+	// its callers. Retry later, or slow down.
+	ErrBackpressure = errors.New("actors: mailbox full")
+
 	// ErrNotActive is returned by System.Restart for a part that is not
 	// active.
 	ErrNotActive = errors.New("actors: part is not active")

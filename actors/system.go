@@ -48,6 +48,13 @@ type Options struct {
 	// off (one transaction per message).
 	MaxBatch int
 
+	// MaxMailbox bounds the messages waiting in one part's mailbox: a
+	// Request or Send to a part that has that many gets an error wrapping
+	// ErrBackpressure instead of growing the process without bound (a
+	// message sent by a handler to such a part is dropped and logged).
+	// Zero means DefaultMaxMailbox.
+	MaxMailbox int
+
 	// MaxActiveParts caps the number of active parts: beyond it the
 	// least recently used idle leaves are passivated. Zero means a default
 	// derived from the process's file-descriptor limit, since an open part
@@ -114,6 +121,11 @@ func (d Durability) syncMode() persistence.SyncMode {
 	}
 	return persistence.SyncNormal
 }
+
+// DefaultMaxMailbox is the bound on one part's mailbox when
+// Options.MaxMailbox is zero: at a few hundred bytes per message, a few MiB
+// per part at most.
+const DefaultMaxMailbox = 10_000
 
 // Batch bounds used when Options leave them zero.
 const (
@@ -220,10 +232,15 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	switch {
 	case opts.Durability < PowerLoss || opts.Durability > ProcessCrash:
 		return nil, fmt.Errorf("actors: unknown durability %d", int(opts.Durability))
+	case opts.MaxMailbox < 0:
+		return nil, fmt.Errorf("actors: negative MaxMailbox %d", opts.MaxMailbox)
 	case opts.MaxBatch < 0:
 		return nil, fmt.Errorf("actors: negative MaxBatch %d", opts.MaxBatch)
 	case opts.MaxBatchDelay < 0:
 		return nil, fmt.Errorf("actors: negative MaxBatchDelay %v", opts.MaxBatchDelay)
+	}
+	if opts.MaxMailbox == 0 {
+		opts.MaxMailbox = DefaultMaxMailbox
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = DefaultMaxBatch
@@ -424,6 +441,9 @@ func (s *System) Request(ctx context.Context, path string, msg any) (any, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := s.admit(p); err != nil {
+		return nil, err
+	}
 	env := &envelope{to: p, msg: msg, ctx: ctx, reply: make(chan result, 1)}
 	if !s.inflight.begin() {
 		return nil, ErrClosed
@@ -446,10 +466,24 @@ func (s *System) Send(path string, msg any) error {
 	if err != nil {
 		return err
 	}
+	if err := s.admit(p); err != nil {
+		return err
+	}
 	if !s.inflight.begin() {
 		return ErrClosed
 	}
 	s.deliver(&envelope{to: p, msg: msg, ctx: context.Background()})
+	return nil
+}
+
+// admit refuses a new message for the active part at p when its mailbox
+// already holds Options.MaxMailbox messages: the caller gets an error
+// wrapping ErrBackpressure, and memory stays bounded. A part that is not
+// active has an empty mailbox.
+func (s *System) admit(p Path) error {
+	if v, ok := s.parts.Load(p.String()); ok && v.(*part).queued.Load() >= int64(s.opts.MaxMailbox) {
+		return fmt.Errorf("%w: %s has %d messages waiting", ErrBackpressure, p, s.opts.MaxMailbox)
+	}
 	return nil
 }
 
@@ -522,6 +556,10 @@ func (s *System) dispatch(env *envelope) {
 		return
 	}
 	s.inflight.add()
+	if err := s.admit(env.next()); err != nil {
+		s.finish(env, nil, err) // logged as dropped: Send is at most once
+		return
+	}
 	s.deliver(env)
 }
 
