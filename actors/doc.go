@@ -128,6 +128,15 @@
 // opening any part. Delivery is at least once: a failing handler's alarm is
 // retried with exponential backoff.
 //
+// # Bounds
+//
+// Every queue is bounded: a part's mailbox holds at most Options.MaxMailbox
+// messages (default DefaultMaxMailbox) before Request and Send return
+// ErrBackpressure; a batch at most Options.MaxBatch messages; timers
+// MaxTimers per part; active parts Options.MaxActiveParts; Scatter's
+// requests in flight its Concurrency. Messages held by a parent for a child
+// that is activating or stopping are not counted in any mailbox.
+//
 // # Shutdown
 //
 // Close stops accepting requests, waits for the messages already accepted,
