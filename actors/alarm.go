@@ -252,8 +252,7 @@ func (c *Context) CancelAlarm(name string) error {
 // readAlarm returns the due time and attempts of alarm name in p's file,
 // or a zero time when it is not set.
 func (p *part) readAlarm(tx *persistence.Tx, name string) (time.Time, int, error) {
-	var n int
-	if err := tx.QueryRowContext(context.Background(), `SELECT count(*) FROM sqlite_schema WHERE name = ?`, alarmsTable).Scan(&n); err != nil || n == 0 {
+	if ok, err := hasTable(tx, alarmsTable); err != nil || !ok {
 		return time.Time{}, 0, err
 	}
 	var due int64
@@ -284,4 +283,12 @@ func (p *part) alarmAfterDelivery(tx *persistence.Tx, a Alarm, failed bool) (tim
 	}
 	due, _, err := p.readAlarm(tx, a.Name) // set again by the handler?
 	return due, err
+}
+
+// hasTable reports whether the runtime's table name exists in tx's file
+// (the runtime creates its tables on first use).
+func hasTable(tx *persistence.Tx, name string) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(context.Background(), `SELECT count(*) FROM sqlite_schema WHERE name = ?`, name).Scan(&n)
+	return n > 0, err
 }

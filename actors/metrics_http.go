@@ -33,14 +33,7 @@ type MetricsServer struct {
 // its load, and exposing them beyond the machine is a decision to take
 // with a reverse proxy, not by default.
 func ServeMetrics(addr string, g prometheus.Gatherer) (*MetricsServer, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("actors: metrics address %q: %w", addr, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("actors: metrics address %q: refusing a non-loopback host %q (use 127.0.0.1 or [::1])", addr, host)
-	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := ListenLoopback(addr)
 	if err != nil {
 		return nil, fmt.Errorf("actors: metrics: %w", err)
 	}
@@ -53,6 +46,23 @@ func ServeMetrics(addr string, g prometheus.Gatherer) (*MetricsServer, error) {
 	}
 	go func() { m.done <- m.srv.Serve(ln) }()
 	return m, nil
+}
+
+// ListenLoopback listens on addr, which must be a loopback address
+// ("127.0.0.1:9464", "[::1]:0", "localhost:9464"); any other host, the
+// empty one (every interface) included, is refused. The runtime's own
+// listeners (metrics, and the inspection page in the examples) use it, so
+// that nothing is exposed beyond the machine unless the application does
+// so deliberately.
+func ListenLoopback(addr string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("address %q: refusing a non-loopback host %q (use 127.0.0.1 or [::1])", addr, host)
+	}
+	return net.Listen("tcp", addr)
 }
 
 // Addr returns the address the server listens on.

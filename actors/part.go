@@ -937,8 +937,7 @@ func (p *part) registerAlarms() {
 	}
 	var alarms []alarm
 	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
-		var n int
-		if err := tx.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = ?`, alarmsTable).Scan(&n); err != nil || n == 0 {
+		if ok, err := hasTable(tx, alarmsTable); err != nil || !ok {
 			return err
 		}
 		rows, err := tx.Query(`SELECT name, due FROM ` + alarmsTable)

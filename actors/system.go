@@ -381,8 +381,7 @@ func readChildren(ctx context.Context, file string) ([]string, error) {
 	defer db.Close()
 	var names []string
 	err = db.View(ctx, func(tx *persistence.Tx) error {
-		var n int
-		if err := tx.QueryRow(`SELECT count(*) FROM sqlite_schema WHERE name = ?`, childrenTable).Scan(&n); err != nil || n == 0 {
+		if ok, err := hasTable(tx, childrenTable); err != nil || !ok {
 			return err
 		}
 		rows, err := tx.Query(`SELECT name FROM ` + childrenTable + ` ORDER BY name`)

@@ -26,7 +26,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -342,16 +341,9 @@ func waitFor(ctx context.Context, cond func() (bool, error)) error {
 // serveInspect serves the inspection page of sys on addr, a loopback
 // address (read-only: no action is enabled).
 func serveInspect(addr string, sys *actors.System) (*http.Server, error) {
-	host, _, err := net.SplitHostPort(addr)
+	ln, err := actors.ListenLoopback(addr)
 	if err != nil {
-		return nil, fmt.Errorf("inspect address %q: %w", addr, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("inspect address %q: refusing a non-loopback host", addr)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("inspect: %w", err)
 	}
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: inspect.Handler(sys, nil), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
