@@ -51,6 +51,11 @@ var (
 	// its callers. Retry later, or slow down.
 	ErrBackpressure = errors.New("actors: mailbox full")
 
+	// ErrFenced is wrapped by the error callers receive when Options.Fence
+	// refused a part's commit, or the release of its replies: this node no
+	// longer owns the part, and nothing it did for them was acknowledged.
+	ErrFenced = errors.New("actors: fenced: this node no longer owns the part")
+
 	// ErrNotActive is returned by System.Restart for a part that is not
 	// active.
 	ErrNotActive = errors.New("actors: part is not active")

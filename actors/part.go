@@ -604,6 +604,7 @@ func (p *part) closeDB() {
 
 // A batch is the open transaction of a part and what waits for its commit.
 type batch struct {
+	path    Path
 	tx      *persistence.Tx
 	start   time.Time
 	n       int         // messages handled in it
@@ -648,7 +649,7 @@ func (p *part) handle(env *envelope) {
 			p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
 			return
 		}
-		p.batch = &batch{tx: tx, start: time.Now()}
+		p.batch = &batch{path: p.path, tx: tx, start: time.Now()}
 	}
 	b := p.batch
 	b.n++
@@ -775,6 +776,15 @@ func (p *part) commit() {
 	km := p.km()
 	b.km = km
 	var err error
+	if fence := p.sys.opts.Fence; fence != nil && !b.rolledBack {
+		if err = fence(p.path); err != nil {
+			if rerr := b.tx.Rollback(); rerr != nil {
+				p.logger().Error("rollback", "err", rerr)
+			}
+			b.rolledBack = true
+			err = fmt.Errorf("%w: %w", ErrFenced, err)
+		}
+	}
 	if !b.rolledBack {
 		var start time.Time
 		if km != nil {
@@ -841,6 +851,11 @@ func (p *part) commit() {
 // err is not nil, answers every reply with err and sends nothing; the
 // messages whose handlers succeeded then count as failed with outcome.
 func (b *batch) release(s *System, err error, failed outcome) {
+	if fence := s.opts.Fence; fence != nil && err == nil {
+		if ferr := fence(b.path); ferr != nil {
+			err, failed = fmt.Errorf("%w: %w", ErrFenced, ferr), outCommitError
+		}
+	}
 	if err == nil {
 		for _, out := range b.out {
 			s.dispatch(out)

@@ -72,11 +72,36 @@ type Options struct {
 	// discards them.
 	Logger *slog.Logger
 
+	// Fence, when not nil, is asked before every commit of a part and
+	// again before the commit's replies and messages are released: an
+	// error rolls the batch back (or, after the commit, turns its replies
+	// into that error and sends nothing). A cluster uses it so that a node
+	// whose ownership of a subtree has lapsed cannot acknowledge writes
+	// for it. It runs on the part's goroutine and must be fast.
+	Fence func(Path) error
+
+	// Remote, when not nil, serves the paths this System does not own:
+	// every message (Request, Send, a handler's sends) whose target
+	// Remote.Local rejects is handed to Remote.Request instead of being
+	// delivered here. Nil: every path is local.
+	Remote Remote
+
 	// Registerer, when not nil, receives the system's Prometheus metrics
 	// (see "Metrics" in the package documentation): Open registers them
 	// and Close unregisters them, so one registry serves one open System
 	// at a time. Nil: no metrics, nothing registered anywhere.
 	Registerer prometheus.Registerer
+}
+
+// A Remote carries messages to the parts that another node serves (see
+// Options.Remote). Its methods are called from many goroutines at once.
+type Remote interface {
+	// Local reports whether this node serves p.
+	Local(p Path) bool
+
+	// Request carries msg to p's node and returns the reply of p's
+	// handler, or an error. It must return when ctx is done.
+	Request(ctx context.Context, p Path, msg any) (any, error)
 }
 
 // Durability says what an acknowledged message survives.
@@ -525,6 +550,15 @@ func (s *System) Restart(ctx context.Context, path string) error {
 func (s *System) deliver(env *envelope) {
 	if s.stopped.Load() {
 		s.finish(env, nil, ErrClosed)
+		return
+	}
+	if r := s.opts.Remote; r != nil && !r.Local(env.to) {
+		// Another node's: the hop between nodes is the boundary this
+		// message crosses, whatever whole it would pass through here.
+		go func() {
+			val, err := r.Request(env.ctx, env.to, env.msg)
+			s.finish(env, val, err)
+		}()
 		return
 	}
 	for p := env.next(); !p.IsRoot(); p = p.Parent() {
