@@ -330,6 +330,9 @@ func (p *part) route(c actor.Context, env *envelope) {
 	seg := env.next().segment(p.path.Depth())
 	child := p.children[seg]
 	if child == nil {
+		if p.sys.holdForDrain(env.next().Ancestor(p.path.Depth()+1), env) {
+			return // not activated while its subtree is drained (see Drain)
+		}
 		p.recordChild(seg)
 		child = p.spawn(c, seg)
 	}

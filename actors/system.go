@@ -202,6 +202,7 @@ type System struct {
 	alarms     *alarmIndex
 
 	inflight    inflight
+	drains      drains        // subtrees being drained (see Drain)
 	rootStopped chan struct{} // closed when the guardian has stopped
 	done        chan struct{} // closed at the end of Close
 	stopped     atomic.Bool   // guardian stopped: nothing can be delivered
@@ -560,6 +561,9 @@ func (s *System) deliver(env *envelope) {
 			s.finish(env, val, err)
 		}()
 		return
+	}
+	if s.holdForDrain(env.to, env) {
+		return // its subtree is being drained: delivered at its release
 	}
 	for p := env.next(); !p.IsRoot(); p = p.Parent() {
 		if v, ok := s.parts.Load(p.String()); ok && v.(*part).post(env) {
