@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +74,17 @@ func openAlarmIndex(ctx context.Context, dir string, sync persistence.SyncMode) 
 			CREATE INDEX alarms_due ON alarms (due)`}},
 	})
 	if err != nil {
+		return nil, fmt.Errorf("actors: alarm index: %w", err)
+	}
+	// Parts that had durable messages to deliver when the last System
+	// stopped are woken at once, not when their lease ends. (One pass over
+	// the index, whose size is the number of alarms, not of parts.)
+	err = db.Update(ctx, func(tx *persistence.Tx) error {
+		_, err := tx.Exec(`UPDATE alarms SET due = min(due, ?) WHERE name = ?`, time.Now().UnixNano(), outboxAlarm)
+		return err
+	})
+	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("actors: alarm index: %w", err)
 	}
 	return &alarmIndex{db: db, kick: make(chan struct{}, 1), stop: make(chan struct{})}, nil
@@ -220,6 +232,9 @@ func (c *Context) SetAlarm(name string, at time.Time) error {
 	}
 	if name == "" || len(name) > MaxAlarmNameBytes {
 		return fmt.Errorf("actors: alarm name must be 1 to %d bytes, got %d", MaxAlarmNameBytes, len(name))
+	}
+	if strings.HasPrefix(name, reservedAlarmPrefix) {
+		return fmt.Errorf("actors: alarm names starting with %q are the runtime's", reservedAlarmPrefix)
 	}
 	// The index first: should this transaction commit, the index already
 	// knows; should it roll back, a wake finds nothing and cleans up.

@@ -18,12 +18,13 @@ import (
 // A Context is valid only during the call it was passed to; keep no
 // reference to it.
 type Context struct {
-	ctx  context.Context
-	part *part
-	tx   *persistence.Tx
-	out  []*envelope // held until commit: the output gate
-	rows []*sql.Rows // opened by Query, closed by end
-	done bool
+	ctx      context.Context
+	part     *part
+	tx       *persistence.Tx
+	out      []*envelope // held until commit: the output gate
+	durables []outRow    // durable messages stored by this call
+	rows     []*sql.Rows // opened by Query, closed by end
+	done     bool
 }
 
 // Context returns the context of the request being handled: its deadline

@@ -73,6 +73,9 @@ type metrics struct {
 
 	alarmDeliveries *prometheus.CounterVec
 	alarmLateness   prometheus.Histogram
+	deliveries      *prometheus.CounterVec // durable delivery attempts, by outcome
+	deliveryTime    prometheus.Histogram
+	deadLetters     prometheus.Counter
 }
 
 // kindMetrics are the children of the metric vectors for one kind, so that
@@ -161,6 +164,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "How long after its due time an alarm reached its handler.",
 			Buckets: slowSecondsBuckets,
 		}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fractal_durable_deliveries_total",
+			Help: "Delivery attempts of durable messages, by outcome (ok: acknowledged by the receiver; error: retried later).",
+		}, []string{"outcome"}),
+		deliveryTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "fractal_durable_delivery_seconds",
+			Help:    "From a durable message's dispatch to its acknowledgement (or failure), per attempt.",
+			Buckets: slowSecondsBuckets,
+		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fractal_dead_letters_total",
+			Help: "Durable messages moved to their sender's dead-letter table.",
+		}),
 		scatterErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fractal_scatter_part_errors_total",
 			Help: "Parts asked by Scatter that answered with an error or not in time.",
@@ -193,6 +209,7 @@ func (m *metrics) register(s *System) error {
 		m.messages, m.handlerTime, m.commitTime, m.batchSize,
 		m.activations, m.activateTime, m.restarts, m.escalations, m.passivations,
 		m.scatterFanout, m.scatterErrors, m.alarmDeliveries, m.alarmLateness,
+		m.deliveries, m.deliveryTime, m.deadLetters,
 		&partsCollector{sys: s},
 	}
 	if s.barrier != nil {

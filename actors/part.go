@@ -34,6 +34,10 @@ type envelope struct {
 	timer *part
 	delay time.Duration
 
+	// done, when not nil, receives the reply instead of reply (a durable
+	// delivery's sender waits so, without a goroutine).
+	done func(any, error)
+
 	hops     int         // times rerouted
 	finished atomic.Bool // answered (see System.finish)
 }
@@ -104,6 +108,8 @@ type part struct {
 	pending   map[string][]*envelope // messages for children that are stopping
 	stash     []*envelope            // messages received while restarting
 	sup       *supervisor.Supervisor // decisions about the children (see supervisorOf)
+
+	ob outbox // durable deliveries in flight (guarded by its own mutex)
 }
 
 // props returns the protoactor-go props of p: its mailbox carries p as
@@ -164,11 +170,13 @@ func (a *partActor) Receive(c actor.Context) {
 	case *actor.Restarting:
 		p.alive = false
 		p.stopTimers(false)
+		p.ob.stop()
 		p.restarted = true
 		p.commit()
 		p.closeDB()
 	case *actor.Stopping:
 		p.alive = false
+		p.ob.stop()
 		p.commit()
 		p.mu.Lock()
 		p.stopping = true
@@ -549,6 +557,9 @@ func (p *part) activate() error {
 	}
 	p.db, p.handler = db, h
 	p.registerAlarms()
+	if err := p.activateOutbox(); err != nil {
+		p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
+	}
 	if p.sys.barrier != nil {
 		// The file, its migrations and Activate's writes were committed
 		// without a sync: what the first replies read waits for one.
@@ -614,6 +625,10 @@ type batch struct {
 	replies []heldReply // released after the commit (the output gate)
 	out     []*envelope // sent after the commit
 
+	sends []outRow // durable deliveries whose lanes it holds, sent once it is durable
+	fresh []outRow // durable messages it stored: sent once it is durable, when their lanes are free
+	part  *part
+
 	rolledBack bool         // its only message failed: nothing to commit
 	after      []func()     // run once the batch is durable (alarm index updates)
 	km         *kindMetrics // nil without metrics
@@ -652,22 +667,37 @@ func (p *part) handle(env *envelope) {
 			p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
 			return
 		}
-		p.batch = &batch{path: p.path, tx: tx, start: time.Now()}
+		p.batch = &batch{path: p.path, part: p, tx: tx, start: time.Now()}
 	}
 	b := p.batch
 	b.n++
+	switch m := env.msg.(type) {
+	case outboxPump, outboxResult, deadLetterOp:
+		p.runOutbox(env, b, m)
+		return
+	case alarmWake:
+		if m.name == outboxAlarm {
+			p.runOutbox(env, b, m)
+			return
+		}
+	}
 	// The first message of a batch needs no savepoint: if it fails, the
 	// whole transaction, which holds nothing else, is rolled back. An
 	// alarm's delivery always has one: its failure must still record the
 	// retry in the transaction.
 	wake, isWake := env.msg.(alarmWake)
+	d, isDelivery := env.msg.(*delivery)
 	var sp *persistence.Savepoint
-	if !first || isWake {
+	if !first || isWake || isDelivery {
 		var err error
 		if sp, err = b.tx.Savepoint(); err != nil {
 			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 			return
 		}
+	}
+	if isDelivery {
+		p.handleDelivery(env, b, sp, d)
+		return
 	}
 	msg := env.msg
 	var alarm Alarm
@@ -758,6 +788,7 @@ func (p *part) handle(env *envelope) {
 		}
 		b.hold(env, reply, nil, outOK)
 		b.out = append(b.out, c.out...)
+		b.fresh = append(b.fresh, c.durables...)
 	}
 }
 
@@ -865,6 +896,20 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		}
 		for _, fn := range b.after {
 			fn()
+		}
+		for _, r := range b.sends {
+			b.part.send(r)
+		}
+		for _, r := range b.fresh {
+			if b.part.ob.claim(&r) {
+				b.part.send(r)
+			} // else its lane is busy: it follows when the lane moves on
+		}
+	} else {
+		// Nothing of this batch happened: give back the lanes it took.
+		// The alarm index wakes the part to try again.
+		for _, r := range b.sends {
+			b.part.ob.free(r.lane())
 		}
 	}
 	for _, r := range b.replies {

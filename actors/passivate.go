@@ -116,7 +116,7 @@ func (s *System) passivateIdle(now time.Time) {
 // from now on go to the parent, which holds them and activates p again once
 // it has terminated, and the file is closed.
 func (p *part) passivate(c actor.Context) {
-	if p.kind == nil || !p.alive || p.batch != nil || len(p.children) > 0 || p.queued.Load() > 0 {
+	if p.kind == nil || !p.alive || p.batch != nil || len(p.children) > 0 || p.queued.Load() > 0 || p.ob.inFlight() {
 		return
 	}
 	p.passivating = true

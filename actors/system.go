@@ -72,6 +72,10 @@ type Options struct {
 	// discards them.
 	Logger *slog.Logger
 
+	// Delivery configures durable messages (Context.SendDurable,
+	// Context.Call): retries, dead letters, inbox retention.
+	Delivery Delivery
+
 	// Fence, when not nil, is asked before every commit of a part and
 	// again before the commit's replies and messages are released: an
 	// error rolls the batch back (or, after the commit, turns its replies
@@ -273,6 +277,9 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	}
 	if opts.MaxBatchDelay == 0 {
 		opts.MaxBatchDelay = DefaultMaxBatchDelay
+	}
+	if err := opts.Delivery.setDefaults(); err != nil {
+		return nil, err
 	}
 	maxActive := opts.MaxActiveParts
 	if maxActive == 0 {
@@ -606,7 +613,9 @@ func (s *System) finish(env *envelope, val any, err error) {
 	if env.finished.Swap(true) {
 		return
 	}
-	if env.reply != nil {
+	if env.done != nil {
+		env.done(val, err)
+	} else if env.reply != nil {
 		env.reply <- result{val, err}
 	} else if err != nil {
 		s.log.Warn("message dropped", "to", env.to.String(), "from", env.from.String(), "type", fmt.Sprintf("%T", env.msg), "err", err)

@@ -1,0 +1,995 @@
+package actors
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
+)
+
+// Durable messages (Context.SendDurable, Context.Call) are store and
+// forward, as mail is:
+//
+//   - The sender writes the message to the outbox table of its own file, in
+//     the transaction of the handler that sends it: it exists if and only
+//     if that handler's writes do.
+//   - Once that commit is durable, the runtime delivers it, and retries with
+//     exponential backoff while the receiver cannot take it (passivated,
+//     failing, restarting, on a node that cannot be reached, its handler
+//     failing). A message that still fails after Delivery.MaxAttempts or
+//     Delivery.MaxAge moves to the dead-letter table of the sender's file.
+//   - Messages from one sender to one receiver form a lane: they carry
+//     consecutive sequence numbers and one is in flight at a time, so the
+//     receiver sees them in the order they were sent.
+//   - The receiver records the sender's sequence number in its inbox table
+//     in the same transaction as the handling: a redelivery (its
+//     acknowledgement was lost, the sender crashed before deleting it) is
+//     acknowledged without being handled again. Effects happen exactly once.
+//   - The sender deletes the message when its delivery is acknowledged.
+//
+// The inbox keeps one row per sender, not one per message: the last
+// sequence number handled, and the lane's epoch (a number the sender takes
+// from its outbox when it opens a lane, larger than any before it). See
+// Delivery.InboxRetention for how long rows are kept.
+const (
+	outboxTable  = "_fractal_outbox"
+	lanesTable   = "_fractal_lanes"
+	deadTable    = "_fractal_dead"
+	inboxTable   = "_fractal_inbox"
+	skippedTable = "_fractal_skipped"
+
+	// outboxAlarm is the name under which a part with undelivered messages
+	// is kept in the System's alarm index, so that it is woken (after a
+	// passivation, a crash, a restart of the process) to deliver them.
+	// Handlers cannot use names starting with reservedAlarmPrefix.
+	outboxAlarm         = reservedAlarmPrefix + "outbox"
+	reservedAlarmPrefix = "_fractal."
+
+	// maxLanes bounds the deliveries one part has in flight at a time
+	// (one per lane); more lanes wait for a free slot.
+	maxLanes = 1024
+)
+
+// Kinds of outbox rows.
+const (
+	rowSend  = 0 // SendDurable
+	rowCall  = 1 // Call: the receiver answers with a rowReply
+	rowReply = 2 // a receiver's answer to a Call
+	rowSkip  = 3 // stands for a dead letter, so the lane moves on
+)
+
+// Delivery configures durable messages. The zero value uses the defaults
+// named below.
+type Delivery struct {
+	// MaxAttempts is the number of failed deliveries after which a message
+	// is moved to the dead-letter table (DefaultMaxAttempts if zero).
+	MaxAttempts int
+
+	// MaxAge is the age after which a message that fails once more is
+	// moved to the dead-letter table (DefaultMaxAge if zero).
+	MaxAge time.Duration
+
+	// Backoff spaces the retries (DefaultDeliveryBackoff if zero).
+	Backoff supervisor.Backoff
+
+	// Timeout bounds one delivery attempt (DefaultDeliveryTimeout if
+	// zero): a receiver that has not acknowledged by then is tried again.
+	Timeout time.Duration
+
+	// InboxRetention is how long a receiver keeps a sender's row after
+	// its last message (DefaultInboxRetention if zero). It must exceed
+	// MaxAge plus LaneIdle, and Open refuses a smaller one: a redelivery
+	// is at most MaxAge old, and a sender opens a new lane (whose epoch
+	// the receiver does not need to know) only after LaneIdle without a
+	// message on it, so no redelivery can find its row pruned.
+	InboxRetention time.Duration
+}
+
+// Defaults for Delivery's zero fields.
+const (
+	DefaultMaxAttempts     = 25
+	DefaultMaxAge          = 24 * time.Hour
+	DefaultDeliveryTimeout = 30 * time.Second
+	DefaultInboxRetention  = 7 * 24 * time.Hour
+
+	// LaneIdle is how long a sender keeps a lane with nothing in flight
+	// before forgetting it: the next message opens a new lane.
+	LaneIdle = time.Hour
+)
+
+// DefaultDeliveryBackoff spaces the retries of a durable message: 100 ms,
+// doubling, at most 5 minutes, ±20%. With DefaultMaxAttempts a message is
+// retried for a little over an hour before it dies.
+var DefaultDeliveryBackoff = supervisor.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}
+
+func (d *Delivery) setDefaults() error {
+	if d.MaxAttempts == 0 {
+		d.MaxAttempts = DefaultMaxAttempts
+	}
+	if d.MaxAge == 0 {
+		d.MaxAge = DefaultMaxAge
+	}
+	if d.Backoff == (supervisor.Backoff{}) {
+		d.Backoff = DefaultDeliveryBackoff
+	}
+	if d.Timeout == 0 {
+		d.Timeout = DefaultDeliveryTimeout
+	}
+	if d.InboxRetention == 0 {
+		d.InboxRetention = DefaultInboxRetention
+	}
+	switch {
+	case d.MaxAttempts < 1:
+		return fmt.Errorf("actors: Delivery.MaxAttempts %d must be positive", d.MaxAttempts)
+	case d.MaxAge < 0 || d.Timeout < 0:
+		return errors.New("actors: Delivery.MaxAge and Timeout must not be negative")
+	case d.InboxRetention <= d.MaxAge+LaneIdle:
+		return fmt.Errorf("actors: Delivery.InboxRetention %v must exceed MaxAge + LaneIdle (%v)", d.InboxRetention, d.MaxAge+LaneIdle)
+	}
+	if err := d.Backoff.Validate(); err != nil {
+		return fmt.Errorf("actors: Delivery.Backoff: %w", err)
+	}
+	return nil
+}
+
+// ErrDiscarded is the error of the Reply a caller receives when an operator
+// discarded its dead Call (System.DiscardDeadLetter).
+var ErrDiscarded = errors.New("actors: dead message discarded")
+
+// A Reply is what a part that made a Call receives once the receiver
+// handled it: the receiver's reply value, or its handler's error. A reply
+// travels as durably as the call did, and reaches the caller once.
+type Reply struct {
+	ID    int64  // as returned by Context.Call
+	From  string // the path the call went to
+	Value any    // the receiver's reply (its type registered), nil on error
+	Error string // the receiver handler's error; empty on success
+}
+
+// Err returns the receiver handler's error, or nil. Its text is the
+// handler's; a discarded dead call's error wraps ErrDiscarded.
+func (r Reply) Err() error {
+	switch {
+	case r.Error == "":
+		return nil
+	case r.Error == ErrDiscarded.Error():
+		return ErrDiscarded
+	}
+	return errors.New(r.Error)
+}
+
+// replyBody is the stored form of a Reply.
+type replyBody struct {
+	Name  string `json:",omitempty"` // registered name of the value; "" for nil
+	Body  []byte `json:",omitempty"`
+	Error string `json:",omitempty"`
+}
+
+// A delivery is one attempt to deliver one outbox row; it travels as an
+// envelope's message, to another node too (hence exported fields and a
+// registered name).
+type delivery struct {
+	From    string
+	ID      int64 // sender's outbox row
+	Epoch   int64
+	Seq     int64
+	Kind    int
+	Ref     int64 // rowReply: the call's ID
+	Name    string
+	Body    []byte
+	Redrive bool // a dead letter sent again: handled only if it was skipped
+}
+
+func init() {
+	MustRegisterMessage[*delivery]("fractal.delivery")
+	MustRegisterMessage[replyBody]("fractal.reply")
+}
+
+// errOutOfOrder answers a delivery that arrived before the one before it
+// in its lane; the sender tries again.
+var errOutOfOrder = errors.New("actors: durable message out of order")
+
+// SendDurable sends msg to the part at to as a durable message: it is
+// stored in this part's file in the message's transaction (nothing is sent
+// if it rolls back), delivered after the commit, retried until the receiver
+// has handled it, and handled once. Messages from this part to one
+// receiver are handled in the order they were sent. msg's type must be
+// registered (RegisterMessage); to is resolved as in Send.
+//
+// The receiver's handler error makes the runtime retry the message; after
+// Delivery.MaxAttempts or Delivery.MaxAge it becomes a dead letter (see
+// System.DeadLetters).
+func (c *Context) SendDurable(to string, msg any) error {
+	_, err := c.durable(to, msg, rowSend)
+	return err
+}
+
+// Call sends msg to the part at to as a durable request and returns its
+// ID. The receiver's handler runs once; its reply value (its type
+// registered) or its error comes back to this part as a Reply message with
+// that ID, durably too. Unlike SendDurable, a handler error is an answer,
+// not a reason to retry: a saga compensates on it.
+func (c *Context) Call(to string, msg any) (int64, error) {
+	return c.durable(to, msg, rowCall)
+}
+
+func (c *Context) durable(to string, msg any, kind int) (int64, error) {
+	if err := c.usable(); err != nil {
+		return 0, err
+	}
+	p, err := c.part.path.Resolve(to)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.part.sys.tree.match(p); err != nil {
+		return 0, err
+	}
+	name, body, err := EncodeMessage(msg)
+	if err != nil {
+		return 0, err
+	}
+	r, err := c.part.enqueue(c.tx, outRow{dest: p.String(), kind: kind, name: name, body: body})
+	if err != nil {
+		return 0, fmt.Errorf("actors: %s: storing a durable message: %w", c.part.path, err)
+	}
+	c.durables = append(c.durables, r)
+	return r.id, nil
+}
+
+// An outRow is one row of an outbox.
+type outRow struct {
+	id         int64
+	dest       string
+	epoch, seq int64
+	kind       int
+	ref        int64
+	name       string
+	body       []byte
+	created    int64
+	attempts   int
+	nextAt     int64
+	redrive    bool
+}
+
+// lane names the lane of r: its receiver, and whether it is a redriven
+// dead letter (those travel outside the lane's order).
+func (r *outRow) lane() string {
+	if r.redrive {
+		return r.dest + "\x00redrive"
+	}
+	return r.dest
+}
+
+func createOutbox(tx *persistence.Tx) error {
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS ` + outboxTable + ` (
+			id INTEGER PRIMARY KEY AUTOINCREMENT,
+			dest TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+			kind INTEGER NOT NULL, ref INTEGER NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
+			created INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+			last_error TEXT NOT NULL DEFAULT '', redrive INTEGER NOT NULL DEFAULT 0)`,
+		`CREATE INDEX IF NOT EXISTS ` + outboxTable + `_dest ON ` + outboxTable + ` (dest, redrive, id)`,
+		`CREATE TABLE IF NOT EXISTS ` + lanesTable + ` (dest TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
+			next INTEGER NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE IF NOT EXISTS ` + deadTable + ` (id INTEGER PRIMARY KEY,
+			dest TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+			kind INTEGER NOT NULL, ref INTEGER NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
+			created INTEGER NOT NULL, attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died INTEGER NOT NULL)`,
+	} {
+		if _, err := tx.ExecContext(context.Background(), q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enqueue stores r in p's outbox in tx, in the lane of its receiver
+// (opening one if needed), and notes p in the alarm index so that the
+// message is delivered even if p or the process stops first.
+func (p *part) enqueue(tx *persistence.Tx, r outRow) (outRow, error) {
+	bg := context.Background()
+	if err := createOutbox(tx); err != nil {
+		return r, err
+	}
+	now := time.Now().UnixNano()
+	r.created, r.nextAt = now, now
+	err := tx.QueryRowContext(bg, `SELECT epoch, next FROM `+lanesTable+` WHERE dest = ?`, r.dest).Scan(&r.epoch, &r.seq)
+	newLane := errors.Is(err, sql.ErrNoRows)
+	if err != nil && !newLane {
+		return r, err
+	}
+	err = tx.QueryRowContext(bg, `INSERT INTO `+outboxTable+` (dest, epoch, seq, kind, ref, name, body, created, next_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		r.dest, r.epoch, r.seq, r.kind, r.ref, r.name, r.body, now, now).Scan(&r.id)
+	if err != nil {
+		return r, err
+	}
+	if newLane {
+		// The row's id is larger than every id before it (AUTOINCREMENT),
+		// so it is an epoch no earlier lane to this receiver had.
+		r.epoch, r.seq = r.id, 1
+		if _, err := tx.ExecContext(bg, `UPDATE `+outboxTable+` SET epoch = ?, seq = 1 WHERE id = ?`, r.epoch, r.id); err != nil {
+			return r, err
+		}
+		_, err = tx.ExecContext(bg, `INSERT INTO `+lanesTable+` (dest, epoch, next, at) VALUES (?, ?, 2, ?)`, r.dest, r.epoch, now)
+	} else {
+		_, err = tx.ExecContext(bg, `UPDATE `+lanesTable+` SET next = next + 1, at = ? WHERE dest = ?`, now, r.dest)
+	}
+	if err != nil {
+		return r, err
+	}
+	return r, p.ob.index(p)
+}
+
+// An outbox is the in-memory state of one part's durable deliveries: which
+// lanes have a delivery in flight or a retry waiting. It is reset when the
+// part stops; the table is the truth, and a new incarnation starts again
+// from it. mu guards it: batches release (and so dispatch) from the
+// barrier's goroutine.
+type outbox struct {
+	mu      sync.Mutex
+	busy    map[string]int64       // lane -> row in flight or waiting for its retry
+	timers  map[string]*time.Timer // lane -> its retry
+	indexed bool                   // p noted in the alarm index by this incarnation
+	stopped bool
+}
+
+// index notes p in the alarm index, once per incarnation: the entry stays
+// until a wake finds p's outbox empty.
+func (ob *outbox) index(p *part) error {
+	ob.mu.Lock()
+	done := ob.indexed
+	ob.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := p.sys.alarms.note(p.path, outboxAlarm, time.Now().Add(alarmLease)); err != nil {
+		return err
+	}
+	ob.mu.Lock()
+	ob.indexed = true
+	ob.mu.Unlock()
+	return nil
+}
+
+// claim marks r's lane busy with r, unless it is busy already or too many
+// are.
+func (ob *outbox) claim(r *outRow) bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.stopped || len(ob.busy) >= maxLanes {
+		return false
+	}
+	if _, busy := ob.busy[r.lane()]; busy {
+		return false
+	}
+	if ob.busy == nil {
+		ob.busy = make(map[string]int64)
+	}
+	ob.busy[r.lane()] = r.id
+	return true
+}
+
+// holder returns the row that holds lane, or 0.
+func (ob *outbox) holder(lane string) int64 {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.busy[lane]
+}
+
+func (ob *outbox) free(lane string) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	delete(ob.busy, lane)
+	if t := ob.timers[lane]; t != nil {
+		t.Stop()
+		delete(ob.timers, lane)
+	}
+}
+
+func (ob *outbox) inFlight() bool {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return len(ob.busy) > 0
+}
+
+// stop forgets everything and cancels the retries: p is stopping.
+func (ob *outbox) stop() {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	for _, t := range ob.timers {
+		t.Stop()
+	}
+	ob.busy, ob.timers, ob.indexed, ob.stopped = nil, nil, false, true
+}
+
+// reset prepares a new incarnation.
+func (ob *outbox) reset() {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	ob.stopped = false
+}
+
+// retryAt posts an outboxPump for lane to p at t.
+func (ob *outbox) retryAt(p *part, lane string, t time.Time) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if ob.stopped {
+		return
+	}
+	if ob.timers == nil {
+		ob.timers = make(map[string]*time.Timer)
+	}
+	if old := ob.timers[lane]; old != nil {
+		old.Stop()
+	}
+	ob.timers[lane] = time.AfterFunc(time.Until(t), func() {
+		p.sys.inflight.add()
+		env := &envelope{to: p.path, from: p.path, msg: outboxPump{lane: lane}, ctx: context.Background()}
+		if !p.post(env) {
+			p.sys.finish(env, nil, nil) // stopping: the next incarnation pumps every lane
+		}
+	})
+}
+
+// Runtime messages a part handles itself, in its batch transaction.
+type (
+	// outboxPump: look at the outbox and deliver what is due, in one lane
+	// or (lane "") all of them.
+	outboxPump struct{ lane string }
+
+	// outboxResult: a delivery attempt ended.
+	outboxResult struct {
+		row  outRow
+		err  error
+		took time.Duration
+	}
+
+	// deadLetterOp: an operator's request about the dead-letter table.
+	deadLetterOp struct {
+		op string // "list", "redrive", "discard"
+		id int64
+	}
+)
+
+// send dispatches one delivery attempt of r, which holds its lane; the
+// result comes back to p as an outboxResult.
+func (p *part) send(r outRow) {
+	d := &delivery{From: p.path.String(), ID: r.id, Epoch: r.epoch, Seq: r.seq, Kind: r.kind, Ref: r.ref,
+		Name: r.name, Body: r.body, Redrive: r.redrive}
+	to, err := ParsePath(r.dest)
+	if err != nil {
+		p.sys.inflight.add()
+		p.deliverResult(r, err, 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.sys.opts.Delivery.Timeout)
+	start := time.Now()
+	env := &envelope{to: to, from: p.path, msg: d, ctx: ctx}
+	env.done = func(_ any, err error) {
+		cancel()
+		p.deliverResult(r, err, time.Since(start))
+	}
+	p.sys.inflight.add()
+	if err := p.sys.admit(to); err != nil {
+		p.sys.finish(env, nil, err)
+		return
+	}
+	p.sys.deliver(env)
+}
+
+// deliverResult hands the outcome of an attempt back to p. It runs where
+// the attempt ended (any goroutine); the inflight count taken by send's
+// envelope has been given back by finish, so it takes its own.
+func (p *part) deliverResult(r outRow, err error, took time.Duration) {
+	p.sys.inflight.add()
+	p.sys.deliver(&envelope{to: p.path, from: p.path, msg: outboxResult{row: r, err: err, took: took}, ctx: context.Background()})
+}
+
+// runOutbox handles a runtime message for p's outbox in b's transaction.
+// The deliveries it decides are sent after b is durable.
+func (p *part) runOutbox(env *envelope, b *batch, msg any) {
+	sp, err := b.tx.Savepoint()
+	if err != nil {
+		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
+		return
+	}
+	var val any
+	switch m := msg.(type) {
+	case outboxPump:
+		err = p.pump(b, m.lane)
+	case alarmWake:
+		err = p.pumpOrSettle(b)
+	case outboxResult:
+		err = p.settleDelivery(b, m)
+	case deadLetterOp:
+		val, err = p.deadLetterOp(b, m)
+	}
+	if err != nil {
+		if rerr := sp.Rollback(); rerr != nil {
+			p.logger().Error("rollback", "err", rerr)
+		}
+		p.logger().Error("durable messages", "err", err)
+		b.hold(env, nil, fmt.Errorf("actors: %s: durable messages: %w", p.path, err), outError)
+		return
+	}
+	if err := sp.Release(); err != nil {
+		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
+		return
+	}
+	b.hold(env, val, nil, outOK)
+}
+
+const outRowColumns = `id, dest, epoch, seq, kind, ref, name, body, created, attempts, next_at, redrive`
+
+func scanOutRow(row interface{ Scan(...any) error }) (outRow, error) {
+	var r outRow
+	err := row.Scan(&r.id, &r.dest, &r.epoch, &r.seq, &r.kind, &r.ref, &r.name, &r.body, &r.created, &r.attempts, &r.nextAt, &r.redrive)
+	return r, err
+}
+
+// pump claims the head of each free lane (or of lane only) and, once b is
+// durable, sends those that are due; the others get a retry timer.
+func (p *part) pump(b *batch, lane string) error {
+	if ok, err := hasTable(b.tx, outboxTable); err != nil || !ok {
+		return err
+	}
+	// A redriven letter waits while the skip marker that stands for it is
+	// still in its lane: the receiver must have skipped it first.
+	ready := ` AND NOT (o.redrive = 1 AND EXISTS (SELECT 1 FROM ` + outboxTable + ` s
+		WHERE s.dest = o.dest AND s.redrive = 0 AND s.kind = ` + strconv.Itoa(rowSkip) + ` AND s.epoch = o.epoch AND s.seq = o.seq))`
+	q := `SELECT ` + outRowColumns + ` FROM ` + outboxTable + ` o WHERE id IN
+		(SELECT min(id) FROM ` + outboxTable + ` GROUP BY dest, redrive)` + ready + ` ORDER BY id LIMIT ?`
+	args := []any{maxLanes}
+	if lane != "" {
+		dest, redrive := lane, 0
+		if d, ok := strings.CutSuffix(lane, "\x00redrive"); ok {
+			dest, redrive = d, 1
+		}
+		q = `SELECT ` + outRowColumns + ` FROM ` + outboxTable + ` o WHERE dest = ? AND redrive = ?` + ready + ` ORDER BY id LIMIT 1`
+		args = []any{dest, redrive}
+	}
+	rows, err := b.tx.QueryContext(context.Background(), q, args...)
+	if err != nil {
+		return err
+	}
+	var heads []outRow
+	for rows.Next() {
+		r, err := scanOutRow(rows)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		heads = append(heads, r)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	if lane != "" && len(heads) == 0 {
+		p.ob.free(lane)
+		return nil
+	}
+	now := time.Now().UnixNano()
+	for _, r := range heads {
+		if lane != "" {
+			// A retry: the lane is already held, by this row or the one
+			// before it, which is gone.
+			p.ob.mu.Lock()
+			if !p.ob.stopped && p.ob.busy != nil {
+				p.ob.busy[lane] = r.id
+			}
+			p.ob.mu.Unlock()
+		} else if !p.ob.claim(&r) {
+			continue
+		}
+		if r.nextAt > now {
+			p.ob.retryAt(p, r.lane(), time.Unix(0, r.nextAt))
+			continue
+		}
+		b.sends = append(b.sends, r)
+	}
+	return nil
+}
+
+// pumpOrSettle answers the alarm index's wake: deliver what is pending, or,
+// when the outbox is empty, remove p's entry from the index.
+func (p *part) pumpOrSettle(b *batch) error {
+	var pending bool
+	if ok, err := hasTable(b.tx, outboxTable); err != nil {
+		return err
+	} else if ok {
+		if err := b.tx.QueryRowContext(context.Background(), `SELECT EXISTS (SELECT 1 FROM `+outboxTable+`)`).Scan(&pending); err != nil {
+			return err
+		}
+	}
+	if !pending {
+		p.ob.mu.Lock()
+		p.ob.indexed = false
+		p.ob.mu.Unlock()
+		return p.sys.alarms.settle(p.path, outboxAlarm, time.Time{})
+	}
+	// Still pending: the entry's lease (alarmLease) wakes p again later.
+	p.ob.mu.Lock()
+	p.ob.indexed = true
+	p.ob.mu.Unlock()
+	return p.pump(b, "")
+}
+
+// settleDelivery records the outcome of an attempt: an acknowledged row is
+// deleted and its lane moves on; a failed one is retried after a backoff,
+// or, past the bounds, moved to the dead-letter table.
+func (p *part) settleDelivery(b *batch, m outboxResult) error {
+	bg := context.Background()
+	r := m.row
+	lane := r.lane()
+	if m.err == nil {
+		if _, err := b.tx.ExecContext(bg, `DELETE FROM `+outboxTable+` WHERE id = ?`, r.id); err != nil {
+			return err
+		}
+		p.countDelivery("ok", m.took)
+		if p.ob.holder(lane) != r.id {
+			return nil // an attempt of an earlier incarnation: the lane is someone else's
+		}
+		if r.kind == rowSkip {
+			// A redriven letter may have waited for this marker.
+			p.ob.free(lane)
+			return p.pump(b, "")
+		}
+		return p.pump(b, lane)
+	}
+	p.countDelivery("error", m.took)
+	if p.ob.holder(lane) != r.id {
+		return nil
+	}
+	cur, err := scanOutRow(b.tx.QueryRowContext(bg, `SELECT `+outRowColumns+` FROM `+outboxTable+` WHERE id = ?`, r.id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return p.pump(b, lane) // redriven or discarded meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	opts := p.sys.opts.Delivery
+	attempts := cur.attempts + 1
+	if cur.kind != rowSkip && (attempts >= opts.MaxAttempts || now.Sub(time.Unix(0, cur.created)) >= opts.MaxAge) {
+		return p.kill(b, cur, attempts, m.err)
+	}
+	// A skip marker is retried for as long as it takes: it carries no
+	// effect, and the lane cannot move on without it.
+	next := now.Add(opts.Backoff.Delay(min(attempts, 64), rand.Float64()))
+	if _, err := b.tx.ExecContext(bg, `UPDATE `+outboxTable+` SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?`,
+		attempts, next.UnixNano(), truncate(m.err.Error(), 1024), r.id); err != nil {
+		return err
+	}
+	p.ob.retryAt(p, lane, next)
+	return nil
+}
+
+// kill moves r to the dead-letter table. A redriven row leaves its lane;
+// any other stays in its place as a skip marker, which tells the receiver
+// that this sequence number will not come (unless redriven), so that the
+// messages behind it can be handled.
+func (p *part) kill(b *batch, r outRow, attempts int, cause error) error {
+	bg := context.Background()
+	now := time.Now().UnixNano()
+	if _, err := b.tx.ExecContext(bg, `INSERT INTO `+deadTable+` (id, dest, epoch, seq, kind, ref, name, body, created, attempts, last_error, died)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.id, r.dest, r.epoch, r.seq, r.kind, r.ref, r.name, r.body, r.created, attempts, truncate(cause.Error(), 1024), now); err != nil {
+		return err
+	}
+	p.logger().Warn("durable message moved to the dead letters", "to", r.dest, "id", r.id, "attempts", attempts, "err", cause)
+	if m := p.sys.metrics; m != nil {
+		m.deadLetters.Inc()
+	}
+	if r.redrive {
+		if _, err := b.tx.ExecContext(bg, `DELETE FROM `+outboxTable+` WHERE id = ?`, r.id); err != nil {
+			return err
+		}
+		return p.pump(b, r.lane())
+	}
+	if _, err := b.tx.ExecContext(bg, `UPDATE `+outboxTable+` SET kind = ?, name = '', body = x'', attempts = 0, next_at = ?, last_error = '' WHERE id = ?`,
+		rowSkip, now, r.id); err != nil {
+		return err
+	}
+	return p.pump(b, r.lane())
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (p *part) countDelivery(outcome string, took time.Duration) {
+	if m := p.sys.metrics; m != nil {
+		m.deliveries.WithLabelValues(outcome).Inc()
+		m.deliveryTime.Observe(took.Seconds())
+	}
+}
+
+// handleDelivery handles a durable message addressed to p, under sp in
+// b's transaction: it is handled unless the inbox says it already was,
+// and the inbox advances in the same transaction.
+func (p *part) handleDelivery(env *envelope, b *batch, sp *persistence.Savepoint, d *delivery) {
+	apply, err := p.admitDelivery(b.tx, d)
+	if err == nil && apply && d.Kind == rowSkip {
+		err = p.recordDelivery(b.tx, d, true)
+		apply = false
+	}
+	if err != nil || !apply {
+		if err != nil {
+			_ = sp.Rollback()
+		} else if rerr := sp.Release(); rerr != nil {
+			err = rerr
+		}
+		o := outOK
+		if err != nil {
+			o = outError
+		}
+		b.hold(env, nil, err, o) // a duplicate is acknowledged as it was the first time
+		return
+	}
+	msg, err := decodeDelivery(d)
+	if err != nil {
+		_ = sp.Rollback()
+		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
+		return
+	}
+	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
+	km := p.km()
+	var start time.Time
+	if km != nil {
+		start = time.Now()
+	}
+	reply, perr, err := p.call(c, msg)
+	if km != nil {
+		km.handlerTime.Observe(time.Since(start).Seconds())
+	}
+	c.end()
+	if perr != nil {
+		if rerr := sp.Rollback(); rerr != nil {
+			p.logger().Error("rollback", "err", rerr)
+		}
+		b.hold(env, nil, perr, outPanic)
+		p.commit()
+		p.queued.Add(-1) // see handle
+		p.current = nil
+		panic(perr)
+	}
+	if err != nil && d.Kind != rowCall {
+		// Retried by the sender, and then dead-lettered.
+		if rerr := sp.Rollback(); rerr != nil {
+			p.logger().Error("rollback", "err", rerr)
+		}
+		b.hold(env, nil, err, outError)
+		return
+	}
+	if err != nil {
+		// A call's error is its answer: the handler's writes go, the
+		// answer and the inbox stay.
+		rerr := sp.Rollback()
+		if rerr == nil {
+			sp, rerr = b.tx.Savepoint()
+		}
+		if rerr != nil {
+			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, rerr), outError)
+			return
+		}
+		c.durables, c.out = nil, nil
+	}
+	ferr := p.recordDelivery(b.tx, d, false)
+	if ferr == nil && d.Kind == rowCall {
+		var r outRow
+		r, ferr = p.answer(b.tx, d, reply, err)
+		c.durables = append(c.durables, r)
+	}
+	if ferr == nil {
+		ferr = sp.Release()
+	} else {
+		_ = sp.Rollback()
+	}
+	if ferr != nil {
+		b.hold(env, nil, fmt.Errorf("actors: %s: recording a durable message: %w", p.path, ferr), outError)
+		return
+	}
+	if err != nil {
+		p.countMessage(outError)
+	}
+	b.hold(env, nil, nil, outOK)
+	b.out = append(b.out, c.out...)
+	b.fresh = append(b.fresh, c.durables...)
+}
+
+func decodeDelivery(d *delivery) (any, error) {
+	if d.Kind != rowReply {
+		return DecodeMessage(d.Name, d.Body)
+	}
+	var rb replyBody
+	m, err := DecodeMessage("fractal.reply", d.Body)
+	if err != nil {
+		return nil, err
+	}
+	rb = m.(replyBody)
+	r := Reply{ID: d.Ref, Error: rb.Error}
+	if from, err := ParsePath(d.From); err == nil {
+		r.From = from.String()
+	}
+	if rb.Name != "" {
+		if r.Value, err = DecodeMessage(rb.Name, rb.Body); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// answer stores the Reply to call d in p's outbox.
+func (p *part) answer(tx *persistence.Tx, d *delivery, val any, herr error) (outRow, error) {
+	var rb replyBody
+	if herr != nil {
+		rb.Error = truncate(herr.Error(), 4096)
+		if errors.Is(herr, ErrDiscarded) {
+			rb.Error = ErrDiscarded.Error()
+		}
+	} else if val != nil {
+		name, body, err := EncodeMessage(val)
+		if err != nil {
+			rb.Error = fmt.Sprintf("actors: the reply of %s could not be encoded: %v", p.path, err)
+		} else {
+			rb.Name, rb.Body = name, body
+		}
+	}
+	_, body, err := EncodeMessage(rb)
+	if err != nil {
+		return outRow{}, err
+	}
+	r, err := p.enqueue(tx, outRow{dest: d.From, kind: rowReply, ref: d.ID, name: "fractal.reply", body: body})
+	return r, err
+}
+
+func createInbox(tx *persistence.Tx) error {
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS ` + inboxTable + ` (sender TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
+			seq INTEGER NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE IF NOT EXISTS ` + skippedTable + ` (sender TEXT NOT NULL, epoch INTEGER NOT NULL,
+			seq INTEGER NOT NULL, PRIMARY KEY (sender, epoch, seq)) WITHOUT ROWID`,
+	} {
+		if _, err := tx.ExecContext(context.Background(), q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// admitDelivery decides, from p's inbox, whether d is to be handled (true),
+// was handled already (false), or came too early (errOutOfOrder).
+func (p *part) admitDelivery(tx *persistence.Tx, d *delivery) (bool, error) {
+	bg := context.Background()
+	if err := createInbox(tx); err != nil {
+		return false, err
+	}
+	if d.Redrive {
+		var n int
+		err := tx.QueryRowContext(bg, `SELECT count(*) FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, d.Seq).Scan(&n)
+		return n > 0, err
+	}
+	var epoch, seq int64
+	err := tx.QueryRowContext(bg, `SELECT epoch, seq FROM `+inboxTable+` WHERE sender = ?`, d.From).Scan(&epoch, &seq)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return true, nil // the lane's first message, or its row outlived retention
+	case err != nil:
+		return false, err
+	case d.Epoch > epoch:
+		return true, nil // a new lane
+	case d.Epoch < epoch, d.Seq <= seq:
+		return false, nil
+	case d.Seq == seq+1:
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s sent #%d, #%d expected", errOutOfOrder, d.From, d.Seq, seq+1)
+}
+
+// recordDelivery advances p's inbox past d; skip records that d's sequence
+// number was skipped (a dead letter), so that a redrive is handled.
+func (p *part) recordDelivery(tx *persistence.Tx, d *delivery, skip bool) error {
+	bg := context.Background()
+	if err := createInbox(tx); err != nil { // rolled back with a failed call's handler
+		return err
+	}
+	if d.Redrive {
+		_, err := tx.ExecContext(bg, `DELETE FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, d.Seq)
+		return err
+	}
+	if _, err := tx.ExecContext(bg, `INSERT INTO `+inboxTable+` (sender, epoch, seq, at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (sender) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, at = excluded.at`,
+		d.From, d.Epoch, d.Seq, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	if skip {
+		_, err := tx.ExecContext(bg, `INSERT OR IGNORE INTO `+skippedTable+` (sender, epoch, seq) VALUES (?, ?, ?)`, d.From, d.Epoch, d.Seq)
+		return err
+	}
+	return nil
+}
+
+// pruneDurable forgets, when p activates, the lanes idle for LaneIdle with
+// nothing pending, and the inbox rows older than Delivery.InboxRetention
+// (see Delivery.InboxRetention for why that is safe). At most pruneBatch
+// rows each per activation.
+func (p *part) pruneDurable(tx *persistence.Tx) error {
+	const pruneBatch = 256
+	bg := context.Background()
+	now := time.Now()
+	if ok, err := hasTable(tx, lanesTable); err != nil {
+		return err
+	} else if ok {
+		if _, err := tx.ExecContext(bg, `DELETE FROM `+lanesTable+` WHERE dest IN (SELECT dest FROM `+lanesTable+`
+			WHERE at < ? AND NOT EXISTS (SELECT 1 FROM `+outboxTable+` o WHERE o.dest = `+lanesTable+`.dest) LIMIT ?)`,
+			now.Add(-LaneIdle).UnixNano(), pruneBatch); err != nil {
+			return err
+		}
+	}
+	if ok, err := hasTable(tx, inboxTable); err != nil || !ok {
+		return err
+	}
+	_, err := tx.ExecContext(bg, `DELETE FROM `+inboxTable+` WHERE sender IN (SELECT sender FROM `+inboxTable+` WHERE at < ? LIMIT ?)`,
+		now.Add(-p.sys.opts.Delivery.InboxRetention).UnixNano(), pruneBatch)
+	return err
+}
+
+// activateOutbox runs when p opens: it forgets what the last incarnation
+// had in flight, prunes old lanes and inbox rows, and, when messages wait in
+// the outbox, makes sure the alarm index knows and starts delivering them.
+func (p *part) activateOutbox() error {
+	p.ob.reset()
+	var pending bool
+	err := p.db.Update(context.Background(), func(tx *persistence.Tx) error {
+		rows, err := tx.QueryContext(context.Background(), `SELECT name FROM sqlite_schema WHERE name IN (?, ?)`, outboxTable, inboxTable)
+		if err != nil {
+			return err
+		}
+		var outbox, inbox bool
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				rows.Close()
+				return err
+			}
+			outbox, inbox = outbox || name == outboxTable, inbox || name == inboxTable
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if !outbox && !inbox {
+			return nil
+		}
+		if err := p.pruneDurable(tx); err != nil {
+			return err
+		}
+		if outbox {
+			return tx.QueryRowContext(context.Background(), `SELECT EXISTS (SELECT 1 FROM `+outboxTable+`)`).Scan(&pending)
+		}
+		return nil
+	})
+	if err != nil || !pending {
+		return err
+	}
+	if err := p.ob.index(p); err != nil {
+		return err
+	}
+	p.sys.inflight.add()
+	env := &envelope{to: p.path, from: p.path, msg: outboxPump{}, ctx: context.Background()}
+	if !p.post(env) {
+		p.sys.finish(env, nil, nil)
+	}
+	return nil
+}
