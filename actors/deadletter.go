@@ -63,7 +63,27 @@ func (s *System) DiscardDeadLetter(ctx context.Context, path string, id int64) e
 	return err
 }
 
+// Undelivered returns the number of durable messages the part at path sent
+// that their receivers have not acknowledged yet (including, while they
+// travel, the markers that tell a receiver a dead letter will not come).
+// It activates the part.
+func (s *System) Undelivered(ctx context.Context, path string) (int, error) {
+	v, err := s.Request(ctx, path, deadLetterOp{op: "undelivered"})
+	if err != nil {
+		return 0, err
+	}
+	return v.(int), nil
+}
+
 func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
+	if m.op == "undelivered" {
+		var n int
+		if ok, err := hasTable(b.tx, outboxTable); err != nil || !ok {
+			return 0, err
+		}
+		err := b.tx.QueryRowContext(context.Background(), `SELECT count(*) FROM `+outboxTable).Scan(&n)
+		return n, err
+	}
 	if ok, err := hasTable(b.tx, deadTable); err != nil {
 		return nil, err
 	} else if !ok {
