@@ -104,6 +104,45 @@
 // asks every part matching a pattern ("mail/*/*") with bounded concurrency,
 // streaming one result or error per part before a deadline.
 //
+// # Durable messages
+//
+// Context.Send is at most once. Context.SendDurable and Context.Call are
+// store and forward, as mail is: the message is written to an outbox table
+// in the sender's own file, in the transaction of the handler that sends
+// it, and delivered once that commit is durable; it is retried with
+// exponential backoff (Options.Delivery) while the receiver is passivated,
+// failing, restarting or on a node that cannot be reached. The receiver
+// records the sender's sequence number in an inbox table in the same
+// transaction as the handling, so a redelivery is acknowledged without
+// being handled again: effects happen exactly once. Messages from one sender
+// to one receiver form a lane, delivered in order, one at a time.
+//
+// Call is durable request and reply: the receiver's reply value, or its
+// handler's error, comes back to the caller as a Reply message, through
+// the receiver's outbox. That is enough for a saga (examples/bank: debit,
+// then credit, refund when the credit is refused).
+//
+// A message that still fails after Delivery.MaxAttempts attempts or
+// Delivery.MaxAge becomes a dead letter, kept in the sender's file
+// (System.DeadLetters, table _fractal_dead); System.RedriveDeadLetter sends it
+// again, System.DiscardDeadLetter drops it (answering a dead Call's caller
+// with ErrDiscarded). The messages behind a dead letter in its lane go on.
+//
+// The inbox keeps one row per sender, not one per message. A row is pruned
+// Delivery.InboxRetention after its last message; that must exceed
+// Delivery.MaxAge plus LaneIdle, which Open checks: no redelivery is older
+// than MaxAge, and a sender that stopped using a lane for LaneIdle starts a
+// new one, with an epoch the receiver has not seen.
+//
+// A parent can keep a store of its own fed by its children's durable
+// events: a child sends them with SendDurable("..", event) in the
+// transaction that changed its state, and the parent applies each exactly
+// once, so the derived store stays consistent after any crash
+// (examples/bank's branch totals).
+//
+// Message types that are stored or cross nodes are registered by name
+// (RegisterMessage) and encoded as JSON, at most MaxMessageSize bytes.
+//
 // # Passivation and timers
 //
 // A part that has received no message for its kind's IdleTimeout (default
@@ -134,7 +173,10 @@
 // messages (default DefaultMaxMailbox) before Request and Send return
 // ErrBackpressure; a batch at most Options.MaxBatch messages; timers
 // MaxTimers per part; active parts Options.MaxActiveParts; Scatter's
-// requests in flight its Concurrency. Messages held by a parent for a child
+// requests in flight its Concurrency; durable deliveries in flight one per
+// lane and 1,024 lanes per part (more lanes wait their turn in the outbox,
+// which is on disk). A part with a delivery in flight or waiting for its
+// retry is not passivated, so such parts can exceed MaxActiveParts. Messages held by a parent for a child
 // that is activating or stopping are not counted in any mailbox.
 //
 // # Shutdown
@@ -169,6 +211,9 @@
 //	fractal_passivations_total{kind}              counter: parts passivated (idle, or over the cap)
 //	fractal_alarm_deliveries_total{kind,outcome}  counter: alarms delivered, outcome ok or error
 //	fractal_alarm_lateness_seconds                histogram: due time to delivery
+//	fractal_durable_deliveries_total{outcome}     counter: delivery attempts of durable messages, ok or error
+//	fractal_durable_delivery_seconds              histogram: one attempt, dispatch to acknowledgement
+//	fractal_dead_letters_total                    counter: durable messages moved to the dead letters
 //	fractal_scatter_parts                         histogram: parts asked per Scatter iteration
 //	fractal_scatter_part_errors_total             counter: parts of a Scatter that failed or were late
 //	fractal_active_parts{kind}                    gauge: active parts

@@ -465,7 +465,7 @@ type (
 func (p *part) send(r outRow) {
 	d := &delivery{From: p.path.String(), ID: r.id, Epoch: r.epoch, Seq: r.seq, Kind: r.kind, Ref: r.ref,
 		Name: r.name, Body: r.body, Redrive: r.redrive}
-	to, err := ParsePath(r.dest)
+	to, err := p.sys.target(r.dest) // the tree may have changed since it was stored
 	if err != nil {
 		p.sys.inflight.add()
 		p.deliverResult(r, err, 0)

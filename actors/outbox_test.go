@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
@@ -220,7 +222,8 @@ func TestCallReplies(t *testing.T) {
 func TestDeadLetterAndRedrive(t *testing.T) {
 	delivery := fastDelivery
 	delivery.MaxAttempts = 3
-	h, down, attempts := durableHarness(t, actors.Options{Delivery: delivery})
+	reg := prometheus.NewRegistry()
+	h, down, attempts := durableHarness(t, actors.Options{Delivery: delivery, Registerer: reg})
 	down.set("d/b", true)
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{1}})
 	sys := h.System()
@@ -236,6 +239,9 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	}
 	if attempts.Load() != 3 {
 		t.Fatalf("%d attempts, want 3", attempts.Load())
+	}
+	if n := metricValue(t, reg, "fractal_dead_letters_total"); n != 1 {
+		t.Fatalf("fractal_dead_letters_total = %v, want 1", n)
 	}
 	// The lane moves on: the next message is handled.
 	down.set("d/b", false)
@@ -317,4 +323,22 @@ func TestSendDurableSurvivesReopen(t *testing.T) {
 	h.Reopen()
 	actortest.Eventually(t, func() bool { return h.Exists("d/b") && h.QueryInt("d/b", `SELECT n FROM counter`) == 3 })
 	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+}
+
+// metricValue returns the value of the counter or gauge registered in reg
+// under name (one series).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
