@@ -4,7 +4,8 @@
 // self-contained (no CDN): it works offline.
 //
 // It is read-only unless Options.AllowActions is set, which enables the
-// one action it offers: restarting a part.
+// actions it offers: restarting a part, redriving or discarding a dead
+// letter.
 //
 //	mux.Handle("/inspect/", http.StripPrefix("/inspect", inspect.Handler(sys, nil)))
 //
@@ -13,6 +14,9 @@
 //	GET  /api/children?path=P   the children of P ("" for the root), each a PartInfo
 //	GET  /api/part?path=P       one part's PartInfo
 //	POST /api/restart?path=P    restart an active part (AllowActions only; else 403)
+//	GET  /api/dead?path=P       P's dead letters (durable messages it could not deliver), oldest first
+//	POST /api/dead/redrive?path=P&id=N   send P's dead letter N again (AllowActions only)
+//	POST /api/dead/discard?path=P&id=N   drop P's dead letter N (AllowActions only)
 package inspect
 
 import (
@@ -21,6 +25,7 @@ import (
 	"errors"
 	"net/http"
 	"sort"
+	"strconv"
 
 	"github.com/fractalrt/fractal/actors"
 )
@@ -102,6 +107,40 @@ func Handler(sys *actors.System, opts *Options) http.Handler {
 		}
 		writeJSON(w, map[string]bool{"restarted": true})
 	})
+	mux.HandleFunc("GET /api/dead", func(w http.ResponseWriter, r *http.Request) {
+		letters, err := sys.DeadLetters(r.Context(), r.URL.Query().Get("path"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, map[string]any{"letters": letters})
+	})
+	mux.HandleFunc("POST /api/dead/{op}", func(w http.ResponseWriter, r *http.Request) {
+		if !o.AllowActions {
+			http.Error(w, "actions are disabled (inspect.Options.AllowActions)", http.StatusForbidden)
+			return
+		}
+		q := r.URL.Query()
+		id, err := strconv.ParseInt(q.Get("id"), 10, 64)
+		if err != nil {
+			http.Error(w, "id: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		switch r.PathValue("op") {
+		case "redrive":
+			err = sys.RedriveDeadLetter(r.Context(), q.Get("path"), id)
+		case "discard":
+			err = sys.DiscardDeadLetter(r.Context(), q.Get("path"), id)
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, map[string]bool{r.PathValue("op"): true})
+	})
 	mux.HandleFunc("GET /api/config", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]bool{"actions": o.AllowActions})
 	})
@@ -119,6 +158,8 @@ func writeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, actors.ErrInvalidPath), errors.Is(err, actors.ErrNoKind):
 		code = http.StatusBadRequest
+	case errors.Is(err, actors.ErrNoDeadLetter):
+		code = http.StatusNotFound
 	case errors.Is(err, actors.ErrNotActive):
 		code = http.StatusConflict
 	}

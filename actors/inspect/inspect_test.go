@@ -2,11 +2,13 @@ package inspect_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/fractalrt/fractal/actors"
@@ -105,6 +107,16 @@ func TestActionsOnlyWhenAllowed(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("restart on a read-only handler: %d", resp.StatusCode)
 	}
+	for _, op := range []string{"redrive", "discard"} {
+		resp, err := http.Post(ro.URL+"/api/dead/"+op+"?path=mail/a.org/alice&id=1", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("%s on a read-only handler: %d", op, resp.StatusCode)
+		}
+	}
 	rw := httptest.NewServer(inspect.Handler(h.System(), &inspect.Options{AllowActions: true}))
 	defer rw.Close()
 	resp, err = http.Post(rw.URL+"/api/restart?path=mail/a.org/alice", "", nil)
@@ -114,5 +126,67 @@ func TestActionsOnlyWhenAllowed(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("restart allowed: %d", resp.StatusCode)
+	}
+}
+
+type (
+	sendTo struct{ To string }
+	refuse struct{}
+)
+
+func init() { actors.MustRegisterMessage[refuse]("inspect_test.refuse") }
+
+func TestDeadLetters(t *testing.T) {
+	var fixed atomic.Bool
+	h := actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
+		switch m := msg.(type) {
+		case sendTo:
+			return nil, c.SendDurable(m.To, refuse{})
+		case refuse:
+			if !fixed.Load() {
+				return nil, errors.New("refused")
+			}
+			_, err := c.Exec(`INSERT INTO t VALUES (1)`)
+			return nil, err
+		}
+		return nil, nil
+	})
+	m := []persistence.Migration{{SQL: `CREATE TABLE t (x)`}}
+	ha := actortest.New(t, actors.Options{
+		Kinds: []actors.Kind{
+			{Name: "whole", Pattern: "q", Handler: h, Migrations: m},
+			{Name: "leaf", Pattern: "q/*", Handler: h, Migrations: m},
+		},
+		Delivery: actors.Delivery{MaxAttempts: 1},
+	})
+	ha.MustRequest("q/a", sendTo{To: "q/b"})
+	srv := httptest.NewServer(inspect.Handler(ha.System(), &inspect.Options{AllowActions: true}))
+	defer srv.Close()
+	var out struct{ Letters []actors.DeadLetter }
+	actortest.Eventually(t, func() bool {
+		return get(t, srv, "/api/dead?path=q/a", &out) == 200 && len(out.Letters) == 1
+	})
+	l := out.Letters[0]
+	if l.To != "q/b" || l.Type != "inspect_test.refuse" || l.Error != "refused" || l.Attempts != 1 {
+		t.Fatalf("dead letter %+v", l)
+	}
+	post := func(path string) int {
+		resp, err := http.Post(srv.URL+path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(fmt.Sprintf("/api/dead/redrive?path=q/a&id=%d", l.ID+1)); code != 404 {
+		t.Fatalf("redrive of an unknown letter: %d", code)
+	}
+	fixed.Store(true)
+	if code := post(fmt.Sprintf("/api/dead/redrive?path=q/a&id=%d", l.ID)); code != 200 {
+		t.Fatalf("redrive: %d", code)
+	}
+	actortest.Eventually(t, func() bool { return ha.QueryInt("q/b", `SELECT count(*) FROM t`) == 1 })
+	if get(t, srv, "/api/dead?path=q/a", &out); len(out.Letters) != 0 {
+		t.Fatalf("dead letters after redrive: %+v", out.Letters)
 	}
 }
