@@ -103,6 +103,9 @@ func TestCrashKill9(t *testing.T) {
 		fallback := time.AfterFunc(30*time.Second, child.kill9) // it never answered
 		for {
 			from, to := accounts[rng.IntN(len(accounts))], accounts[rng.IntN(len(accounts))]
+			if rng.IntN(8) == 0 {
+				to = frozen // refused by the target: refunded to the source
+			}
 			if from == to {
 				continue
 			}
