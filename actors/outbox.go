@@ -744,17 +744,7 @@ func (p *part) handleDelivery(env *envelope, b *batch, sp *persistence.Savepoint
 		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 		return
 	}
-	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
-	km := p.km()
-	var start time.Time
-	if km != nil {
-		start = time.Now()
-	}
-	reply, perr, err := p.call(c, msg)
-	if km != nil {
-		km.handlerTime.Observe(time.Since(start).Seconds())
-	}
-	c.end()
+	c, reply, perr, err := p.run(env, b, msg)
 	if perr != nil {
 		if rerr := sp.Rollback(); rerr != nil {
 			p.logger().Error("rollback", "err", rerr)

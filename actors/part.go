@@ -722,17 +722,7 @@ func (p *part) handle(env *envelope) {
 		alarm = Alarm{Name: wake.name, Due: due, Attempt: attempt}
 		msg = alarm
 	}
-	c := &Context{ctx: env.ctx, part: p, tx: b.tx}
-	km := p.km()
-	var start time.Time
-	if km != nil {
-		start = time.Now()
-	}
-	reply, perr, err := p.call(c, msg)
-	if km != nil {
-		km.handlerTime.Observe(time.Since(start).Seconds())
-	}
-	c.end()
+	c, reply, perr, err := p.run(env, b, msg)
 	if perr != nil || err != nil {
 		var rerr error
 		if sp != nil {
@@ -921,6 +911,23 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		}
 		s.finish(r.env, r.val, r.err)
 	}
+}
+
+// run runs the handler on msg for env in b's transaction, timed for the
+// metrics; the Context it returns has ended.
+func (p *part) run(env *envelope, b *batch, msg any) (c *Context, reply any, perr *PanicError, err error) {
+	c = &Context{ctx: env.ctx, part: p, tx: b.tx}
+	km := p.km()
+	var start time.Time
+	if km != nil {
+		start = time.Now()
+	}
+	reply, perr, err = p.call(c, msg)
+	if km != nil {
+		km.handlerTime.Observe(time.Since(start).Seconds())
+	}
+	c.end()
+	return c, reply, perr, err
 }
 
 // call runs the handler, turning a panic into a *PanicError.
