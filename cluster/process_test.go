@@ -1,0 +1,419 @@
+package cluster_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fractalrt/fractal/cluster"
+	"github.com/fractalrt/fractal/persistence"
+)
+
+// The multi-process tests run three node processes (the examples/cluster
+// program with -node, built once) on 127.0.0.1, and a three-member etcd
+// embedded in the test process. Each node has an HTTP API on a loopback
+// port through which the test sends requests (see examples/cluster/node.go).
+
+const procTTL = 2 * time.Second
+
+type nodeProc struct {
+	t    *testing.T
+	name string
+	data string
+	etcd []string
+	bin  string
+	cmd  *exec.Cmd
+	api  string
+	exit chan struct{}
+}
+
+func buildNode(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "node")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../examples/cluster")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the node: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startProc(t *testing.T, bin, name, data string, etcd []string) *nodeProc {
+	t.Helper()
+	p := &nodeProc{t: t, name: name, data: data, etcd: etcd, bin: bin}
+	p.start()
+	t.Cleanup(p.kill)
+	return p
+}
+
+func (p *nodeProc) start() {
+	p.t.Helper()
+	cmd := exec.Command(p.bin, "-node", p.name, "-data", p.data, "-etcd", strings.Join(p.etcd, ","), "-ttl", procTTL.String())
+	cmd.Stderr = &prefixWriter{t: p.t, prefix: p.name + ": "}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmd, p.exit = cmd, make(chan struct{})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "LISTEN "); ok {
+				addr <- a
+			}
+		}
+		cmd.Wait()
+		close(p.exit)
+	}()
+	select {
+	case a := <-addr:
+		p.api = "http://" + a
+	case <-p.exit:
+		p.t.Fatalf("node %s exited before it listened", p.name)
+	case <-time.After(time.Minute):
+		p.kill()
+		p.t.Fatalf("node %s did not start", p.name)
+	}
+}
+
+// kill ends the process at once (SIGKILL) and waits for it.
+func (p *nodeProc) kill() {
+	if p.cmd == nil || p.exit == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	<-p.exit
+}
+
+func (p *nodeProc) signal(s syscall.Signal) {
+	if err := p.cmd.Process.Signal(s); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+type prefixWriter struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+	done   atomic.Bool
+}
+
+func (w *prefixWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if strings.Contains(line, "WARNING: DATA RACE") {
+			w.t.Errorf("%sdata race (see the log)", w.prefix)
+		}
+		if line != "" && !w.done.Load() {
+			w.t.Log(w.prefix + line)
+		}
+	}
+	return len(b), nil
+}
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}
+
+type apiResult struct {
+	Value int    `json:"value"`
+	Error string `json:"error"`
+	Code  string `json:"code"`
+	Node  string `json:"node"`
+}
+
+func (p *nodeProc) call(op, path string, amount int, sleep time.Duration) apiResult {
+	p.t.Helper()
+	q := url.Values{"path": {path}, "op": {op}, "amount": {fmt.Sprint(amount)}, "sleep": {sleep.String()}}
+	resp, err := httpClient.Get(p.api + "/request?" + q.Encode())
+	if err != nil {
+		return apiResult{Error: err.Error(), Code: "http"}
+	}
+	defer resp.Body.Close()
+	var r apiResult
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return apiResult{Error: err.Error(), Code: "http"}
+	}
+	return r
+}
+
+func (p *nodeProc) must(op, path string, amount int) int {
+	p.t.Helper()
+	r := p.call(op, path, amount, 0)
+	if r.Error != "" {
+		p.t.Fatalf("%s %s through %s: %s (%s)", op, path, p.name, r.Error, r.Code)
+	}
+	return r.Value
+}
+
+func (p *nodeProc) owners() map[string]cluster.Owner {
+	p.t.Helper()
+	resp, err := http.Get(p.api + "/owners")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var o map[string]cluster.Owner
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &o); err != nil {
+		p.t.Fatal(err)
+	}
+	return o
+}
+
+// Three node processes and a three-member etcd: requests through any node
+// reach every subtree; a move under load loses nothing; kill -9 of a node
+// leaves the others serving and its subtrees come back with it; a node
+// whose lease expired while it was frozen (SIGSTOP) in the middle of a
+// write refuses that write.
+func TestProcesses(t *testing.T) {
+	start := time.Now()
+	bin := buildNode(t)
+	t.Logf("built the node in %v", time.Since(start).Round(time.Millisecond))
+	etcd := startEtcd(t, 3)
+	root := t.TempDir()
+	var procs []*nodeProc
+	for _, name := range []string{"n1", "n2", "n3"} {
+		procs = append(procs, startProc(t, bin, name, filepath.Join(root, name), etcd))
+	}
+	byName := func(name string) *nodeProc {
+		for _, p := range procs {
+			if p.name == name {
+				return p
+			}
+		}
+		t.Fatalf("no node %s", name)
+		return nil
+	}
+
+	// Requests from any node reach every subtree.
+	branches := []string{"b1", "b2", "b3", "b4", "b5", "b6"}
+	var wg sync.WaitGroup
+	for _, b := range branches {
+		for _, p := range procs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := p.call("deposit", "bank/"+b+"/acct", 10, 0)
+				if r.Error != "" {
+					t.Errorf("deposit to %s through %s: %s", b, p.name, r.Error)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	owners := procs[0].owners()
+	perNode := map[string]int{}
+	for _, b := range branches {
+		perNode[owners["bank/"+b].Node]++
+		for _, p := range procs {
+			if got := p.must("balance", "bank/"+b+"/acct", 0); got != 30 {
+				t.Fatalf("bank/%s through %s: %d, want 30", b, p.name, got)
+			}
+		}
+	}
+	if len(perNode) != 3 {
+		t.Fatalf("subtrees per node %v: want all three nodes used", perNode)
+	}
+	t.Logf("routing checked at %v; subtrees per node %v", time.Since(start).Round(time.Millisecond), perNode)
+
+	// A move under load loses nothing.
+	unit := "bank/b1"
+	from := owners[unit].Node
+	to := map[string]string{"n1": "n2", "n2": "n3", "n3": "n1"}[from]
+	var acked atomic.Int64
+	var failures []string
+	var fmu sync.Mutex
+	ctx, stop := context.WithCancel(context.Background())
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if r := p.call("deposit", unit+"/acct", 1, 0); r.Error != "" {
+					fmu.Lock()
+					failures = append(failures, p.name+": "+r.Error)
+					fmu.Unlock()
+				} else {
+					acked.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	cli := etcdClient(t, etcd)
+	mctx, mcancel := context.WithTimeout(context.Background(), time.Minute)
+	err := cluster.Move(mctx, cli, "", unit, to)
+	mcancel()
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range failures {
+		t.Errorf("deposit during the move: %s", f)
+	}
+	if got := procs[0].must("balance", unit+"/acct", 0); got != 30+int(acked.Load()) {
+		t.Fatalf("after the move %s = %d, want 30 + %d acknowledged", unit, got, acked.Load())
+	}
+	checkFor(t, 5*time.Second, func() bool { return procs[1].owners()[unit].Node == to })
+	if _, err := os.Stat(filepath.Join(root, from, "bank", "b1")); !os.IsNotExist(err) {
+		t.Fatalf("the old owner kept the moved files: %v", err)
+	}
+	t.Logf("moved %s from %s to %s under load (%d deposits) at %v", unit, from, to, acked.Load(), time.Since(start).Round(time.Millisecond))
+
+	// kill -9 of one node: the others keep serving, its subtrees are
+	// unavailable with a clear error, and come back when it restarts.
+	victim := byName(to) // owns b1 now, and others
+	victim.kill()
+	owners = procs[0].owners()
+	var mine, theirs []string
+	for _, b := range branches {
+		if owners["bank/"+b].Node == victim.name {
+			mine = append(mine, b)
+		} else {
+			theirs = append(theirs, b)
+		}
+	}
+	var alive []*nodeProc
+	for _, p := range procs {
+		if p != victim {
+			alive = append(alive, p)
+		}
+	}
+	checkFor(t, 3*procTTL, func() bool {
+		r := alive[0].call("balance", "bank/"+mine[0]+"/acct", 0, 0)
+		return r.Code == "unavailable"
+	})
+	for _, b := range theirs {
+		for _, p := range alive {
+			if got := p.must("deposit", "bank/"+b+"/acct", 1); got < 31 {
+				t.Fatalf("bank/%s through %s while %s is down: %d", b, p.name, victim.name, got)
+			}
+		}
+	}
+	for _, b := range mine {
+		if r := alive[1].call("deposit", "bank/"+b+"/acct", 1, 0); r.Code != "unavailable" {
+			t.Fatalf("deposit to bank/%s on the dead node: %+v, want unavailable", b, r)
+		}
+	}
+	victim.start()
+	for _, b := range mine {
+		want := 30
+		if "bank/"+b == unit {
+			want = 30 + int(acked.Load())
+		}
+		checkFor(t, 3*procTTL, func() bool {
+			r := alive[0].call("balance", "bank/"+b+"/acct", 0, 0)
+			return r.Error == "" && r.Value == want
+		})
+	}
+	t.Logf("killed and restarted %s (owner of %v) at %v", victim.name, mine, time.Since(start).Round(time.Millisecond))
+
+	// A stale owner's write is refused: the owner of a branch is frozen in
+	// the middle of a write for longer than its lease; when it thaws its
+	// lease has expired, and the write is rolled back, not acknowledged.
+	owners = procs[0].owners()
+	stale := byName(owners["bank/b2"].Node)
+	via := procs[0]
+	if via == stale {
+		via = procs[1]
+	}
+	before := via.must("balance", "bank/b2/acct", 0)
+	got := make(chan apiResult, 1)
+	go func() { got <- stale.call("deposit", "bank/b2/acct", 1000, time.Second) }()
+	time.Sleep(300 * time.Millisecond)
+	stale.signal(syscall.SIGSTOP)
+	checkFor(t, 3*procTTL, func() bool {
+		return via.call("balance", "bank/b2/acct", 0, 0).Code == "unavailable"
+	})
+	stale.signal(syscall.SIGCONT)
+	r := <-got
+	if r.Code != "fenced" {
+		t.Fatalf("write of a node whose lease expired: %+v, want fenced", r)
+	}
+	checkFor(t, 3*procTTL, func() bool {
+		r := via.call("balance", "bank/b2/acct", 0, 0)
+		return r.Error == "" && r.Value == before
+	})
+	t.Logf("lease-expired write refused with: %s", r.Error)
+
+	// A stale epoch: the table gives a branch to another node (epoch + 1)
+	// behind its owner's back while the owner is in the middle of a
+	// write. The owner refuses to commit it; the caller gets fenced.
+	owners = procs[0].owners()
+	old := owners["bank/b3"]
+	owner := byName(old.Node)
+	other := procs[0]
+	if other == owner {
+		other = procs[1]
+	}
+	before = other.must("balance", "bank/b3/acct", 0)
+	go func() { got <- other.call("deposit", "bank/b3/acct", 1000, time.Second) }()
+	time.Sleep(300 * time.Millisecond)
+	put := func(o cluster.Owner) {
+		b, _ := json.Marshal(o)
+		if _, err := cli.Put(context.Background(), "/fractal/owners/bank/b3", string(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(cluster.Owner{Node: other.name, Epoch: old.Epoch + 1})
+	if r := <-got; r.Code != "fenced" {
+		t.Fatalf("write of a node whose epoch is stale: %+v, want fenced", r)
+	}
+	if got := readBalance(t, filepath.Join(root, owner.name, "bank", "b3", "acct", "_part.db")); got != before {
+		t.Fatalf("the stale owner's file says %d, want %d: the fenced write was committed", got, before)
+	}
+	put(cluster.Owner{Node: owner.name, Epoch: old.Epoch + 2}) // back, so the files serve again
+	checkFor(t, 5*time.Second, func() bool {
+		r := other.call("balance", "bank/b3/acct", 0, 0)
+		return r.Error == "" && r.Value == before
+	})
+	t.Logf("all checked in %v", time.Since(start).Round(time.Millisecond))
+	for _, p := range procs {
+		if w, ok := p.cmd.Stderr.(*prefixWriter); ok {
+			w.done.Store(true)
+		}
+	}
+}
+
+// readBalance reads an account's balance from its file, read-only, beside
+// the node that has it open.
+func readBalance(t *testing.T, file string) int {
+	t.Helper()
+	db, err := persistence.Open(context.Background(), file, &persistence.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.View(context.Background(), func(tx *persistence.Tx) error {
+		return tx.QueryRow(`SELECT n FROM balance`).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
