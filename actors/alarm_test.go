@@ -127,12 +127,16 @@ func TestAlarmRetriedUntilItSucceeds(t *testing.T) {
 // itself up.
 func TestAlarmCancelRollbackReschedule(t *testing.T) {
 	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
-	h.MustRequest("al/a", setAlarm{"cancelled", 40 * time.Millisecond})
+	// Due times leave room for a slow machine: each request's reply waits
+	// for a sync, and a cancel that arrived after its alarm was due would
+	// rightly be too late.
+	const soon = 1500 * time.Millisecond
+	h.MustRequest("al/a", setAlarm{"cancelled", soon})
 	h.MustRequest("al/a", cancelAlarm{"cancelled"})
-	if _, err := h.Request("al/a", setThenFail{"rolledback", 40 * time.Millisecond}); !errors.Is(err, errTest) {
+	if _, err := h.Request("al/a", setThenFail{"rolledback", soon}); !errors.Is(err, errTest) {
 		t.Fatal(err)
 	}
-	h.MustRequest("al/a", setAlarm{"moved", 40 * time.Millisecond})
+	h.MustRequest("al/a", setAlarm{"moved", soon})
 	h.MustRequest("al/a", setAlarm{"moved", time.Hour})
 	h.MustRequest("al/a", setAlarm{"sooner", time.Hour})
 	h.MustRequest("al/a", setAlarm{"sooner", 60 * time.Millisecond})
