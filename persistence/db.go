@@ -87,7 +87,8 @@ type Options struct {
 	// [ErrSchemaTooNew]; a file with pending migrations is opened as is
 	// (see [DB.Version]). Reading a file in WAL mode needs its -shm index:
 	// a read-only DB may leave empty -wal and -shm files next to the
-	// database, which the next read-write [DB.Close] removes.
+	// database, which the next read-write [DB.Close] removes. A file
+	// closed with [DB.CloseKeepLog] is read with its log, as a live file.
 	ReadOnly bool
 }
 
@@ -193,9 +194,12 @@ func (db *DB) execLocked(ctx context.Context, query string, args ...any) (sql.Re
 // set, configures the connection (see the package documentation for the
 // pragmas) and applies the pending migrations of opts atomically.
 //
-// Open does not create missing parent directories. When it creates the file,
-// it syncs the parent directory before returning, so that the new directory
-// entry survives a power loss.
+// Open does not create missing parent directories. A new file is written
+// directly as an empty database in WAL mode and set up without any sync
+// with [SyncNormal]; with [SyncFull], Open syncs the new file and its parent
+// directory before returning, so that they survive a power loss (see
+// "Creating a file" in the package documentation). A file that exists is
+// reopened as it is, with its write-ahead log if [DB.CloseKeepLog] left one.
 //
 // Errors wrap [ErrSchemaTooNew] when the file is newer than opts.Migrations
 // (the file is then left untouched), [ErrMigration] when a migration fails
@@ -228,10 +232,9 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 		if o.ReadOnly {
 			return nil, fmt.Errorf("persistence: open %s read-only: %w", path, err)
 		}
-		if _, err := os.Stat(filepath.Dir(path)); err != nil {
-			return nil, fmt.Errorf("persistence: open %s: parent directory: %w", path, err)
+		if created, err = createFile(path, o.Sync == SyncFull); err != nil {
+			return nil, fmt.Errorf("persistence: open %s: create: %w", path, err)
 		}
-		created = true
 	}
 
 	dsn, err := fileURI(path, o.ReadOnly)
@@ -308,6 +311,21 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 		return nil
 	}
 
+	// A new file with SyncNormal is set up without any sync (see "Creating
+	// a file" in the package documentation): nothing in it can have been
+	// acknowledged yet, and the first sync that makes a commit durable
+	// (a checkpoint, a Barrier's) covers the file, its log and their
+	// directory entries.
+	unsynced := created && o.Sync == SyncNormal
+	syncMode := o.Sync.String()
+	if unsynced {
+		syncMode = "OFF"
+	}
+	// synchronous before journal_mode: converting a file to WAL is a
+	// transaction of its own.
+	if err := db.execSetup(ctx, "PRAGMA synchronous = "+syncMode); err != nil {
+		return err
+	}
 	var mode string
 	if err := db.conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return fmt.Errorf("persistence: open %s: set journal_mode: %w", db.path, classify(err))
@@ -315,15 +333,17 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("persistence: open %s: journal_mode is %q, want \"wal\"", db.path, mode)
 	}
-	if err := db.execSetup(ctx, "PRAGMA synchronous = "+o.Sync.String()); err != nil {
-		return err
-	}
 	if err := db.execSetup(ctx, "PRAGMA foreign_keys = ON"); err != nil {
 		return err
 	}
 
 	if version < len(o.Migrations) {
 		if err := db.migrate(ctx, o.Migrations); err != nil {
+			return err
+		}
+	}
+	if unsynced {
+		if err := db.execSetup(ctx, "PRAGMA synchronous = "+o.Sync.String()); err != nil {
 			return err
 		}
 	}
@@ -507,10 +527,32 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 // Close ends the DB. If a transaction is open it is rolled back first;
 // unless the DB is read-only, the write-ahead log is then checkpointed and
 // truncated, and the connection closed, which lets SQLite remove the -wal
-// and -shm files. After Close every method returns [ErrClosed]. Close is
-// safe to call more than once and concurrently: only the first call does
-// the work, the others return nil at once.
-func (db *DB) Close() error {
+// and -shm files: the database file alone holds the data. After Close every
+// method returns [ErrClosed]. Close is safe to call more than once and
+// concurrently (with itself and with [DB.CloseKeepLog]): only the first call
+// does the work, the others return nil at once.
+func (db *DB) Close() error { return db.close(false) }
+
+// CloseKeepLog ends the DB like [DB.Close], but leaves the write-ahead log
+// and its shared-memory index (the -wal and -shm files) beside the database
+// file, so that the next Open of the file neither creates them again nor
+// syncs a new log header at its first write: it is the close of a file that
+// is expected to be opened again soon.
+//
+// The log is checkpointed first (PRAGMA wal_checkpoint(PASSIVE): every
+// commit is copied into the database file, the log synced before and the
+// database file after), and kept with at least one and at most 16 frames
+// and 1 MiB: a longer log is truncated and started again, an empty one is
+// given one frame. If another connection reads an old snapshot, the log is
+// left as it is rather than waited for, and the commits it holds stay in
+// it. Other connections read such a file, log included, as a live one; see
+// "Closing and reopening" in the package documentation for what this means
+// for tools. For a read-only DB, CloseKeepLog is Close. Like Close, it is
+// safe to call more than once, and after it every method returns
+// [ErrClosed].
+func (db *DB) CloseKeepLog() error { return db.close(true) }
+
+func (db *DB) close(keepLog bool) error {
 	if !db.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -526,7 +568,13 @@ func (db *DB) Close() error {
 		db.finishLocked(tx)
 	}
 	db.closeStmtsLocked()
-	if !db.readOnly {
+	switch {
+	case db.readOnly:
+	case keepLog:
+		if err := db.keepLogLocked(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
 		if err := db.checkpointLocked(context.Background()); err != nil {
 			errs = append(errs, err)
 		}
@@ -539,6 +587,99 @@ func (db *DB) Close() error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("persistence: close %s: %w", db.path, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Bounds on the write-ahead log that CloseKeepLog leaves behind. The next
+// Open reads every frame of the log to rebuild its index (a few
+// microseconds each), and the next close copies them all into the database
+// file again, so the log is kept short: beyond keepLogMaxFrames frames, or
+// keepLogMaxBytes on disk (a large transaction, or a log that SQLite
+// restarted without truncating it), it is truncated and started again.
+const (
+	keepLogMaxFrames = 16
+	keepLogMaxBytes  = 1 << 20
+)
+
+// keepLogLocked prepares the connection's close for CloseKeepLog: SQLite is
+// told to keep the log and its index, the log is checkpointed, and it is
+// left with at least one frame.
+//
+// Why at least one frame: after a complete checkpoint, the next transaction
+// that writes starts the log again from its beginning, and SQLite syncs the
+// new log header before writing the first frame after it (even with
+// synchronous=NORMAL). When the connection closes with a non-empty log, the
+// next Open rebuilds the log's index from the frames and counts none of them
+// as checkpointed, so its first write appends to the log instead: no sync.
+// A log that is empty or too long is therefore started again here, at close,
+// with one frame that rewrites the schema version with its own value.
+func (db *DB) keepLogLocked() error {
+	ctx := context.Background()
+	err := db.conn.Raw(func(dc any) error {
+		fc, ok := dc.(sqlite.FileControl)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no file control", dc)
+		}
+		_, err := fc.FileControlPersistWAL("main", 1)
+		return err
+	})
+	if err != nil {
+		// SQLite will remove the log at close: close as Close does.
+		return errors.Join(fmt.Errorf("keep the log: %w", err), db.checkpointLocked(ctx))
+	}
+	var busy, logFrames, copied int
+	if err := db.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied); err != nil {
+		return fmt.Errorf("checkpoint: %w", classify(err))
+	}
+	if busy != 0 || copied < logFrames {
+		// Another connection reads an old snapshot: leave the log as
+		// it is rather than wait for it.
+		return nil
+	}
+	var walSize int64
+	if fi, err := os.Stat(db.path + "-wal"); err == nil {
+		walSize = fi.Size()
+	}
+	if logFrames > 0 && logFrames <= keepLogMaxFrames && walSize <= keepLogMaxBytes {
+		return nil
+	}
+	if err := db.checkpointLocked(ctx); err != nil {
+		return err
+	}
+	return db.seedLogLocked(ctx)
+}
+
+// seedLogLocked starts an empty log with one frame (see keepLogLocked): a
+// transaction that sets the schema version to the value it has.
+func (db *DB) seedLogLocked(ctx context.Context) (err error) {
+	if _, err := db.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("restart the log: %w", classify(err))
+	}
+	defer func() {
+		if err != nil {
+			_, _ = db.conn.ExecContext(ctx, "ROLLBACK")
+		}
+	}()
+	var v int
+	if err := db.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("restart the log: %w", classify(err))
+	}
+	if _, err := db.conn.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(v)); err != nil {
+		return fmt.Errorf("restart the log: %w", classify(err))
+	}
+	if _, err := db.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("restart the log: %w", classify(err))
+	}
+	// SQLite checkpoints the log once more as the connection closes, and
+	// would sync the log and the database file around copying that frame.
+	// The frame holds page 1 as the database file has it already (the
+	// same schema version), so the copy is made without syncs: a torn or
+	// lost copy of identical bytes changes nothing, and the log, whose
+	// header has just been synced, is not started again before a
+	// checkpoint that syncs.
+	if _, err := db.conn.ExecContext(ctx, "PRAGMA synchronous = OFF"); err != nil {
+		return fmt.Errorf("restart the log: %w", classify(err))
 	}
 	return nil
 }
