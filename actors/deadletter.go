@@ -149,10 +149,12 @@ func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
 		// Outside its lane: the receiver handles it only if it skipped its
 		// sequence number, so it leaves only once the skip marker that
 		// stands for it has been acknowledged (see pump).
-		if _, err := b.tx.ExecContext(bg, `INSERT INTO `+outboxTable+` (dest, epoch, seq, kind, ref, name, body, created, next_at, redrive)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`, r.dest, r.epoch, r.seq, r.kind, r.ref, r.name, r.body, r.created, now); err != nil {
+		var id int64
+		if err := b.tx.QueryRowContext(bg, `INSERT INTO `+outboxTable+` (dest, epoch, seq, kind, ref, name, body, created, next_at, redrive)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id`, r.dest, r.epoch, r.seq, r.kind, r.ref, r.name, r.body, r.created, now).Scan(&id); err != nil {
 			return nil, err
 		}
+		b.stored(id)
 		if err := p.ob.index(p); err != nil {
 			return nil, err
 		}

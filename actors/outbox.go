@@ -312,6 +312,9 @@ func (p *part) enqueue(tx *persistence.Tx, r outRow) (outRow, error) {
 	if err != nil {
 		return r, err
 	}
+	if b := p.batch; b != nil {
+		b.stored(r.id)
+	}
 	if newLane {
 		// The row's id is larger than every id before it (AUTOINCREMENT),
 		// so it is an epoch no earlier lane to this receiver had.
@@ -643,7 +646,12 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 			p.ob.free(lane)
 			return p.pump(b, "")
 		}
-		return p.pump(b, lane)
+		n := len(b.sends)
+		if err := p.pump(b, lane); err != nil {
+			return err
+		}
+		p.sendDurableNow(b, n)
+		return nil
 	}
 	p.countDelivery("error", m.took)
 	if p.ob.holder(lane) != r.id {
@@ -671,6 +679,33 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	}
 	p.ob.retryAt(p, lane, next)
 	return nil
+}
+
+// stored notes that b stored outbox row id.
+func (b *batch) stored(id int64) {
+	if b.minFresh == 0 || id < b.minFresh {
+		b.minFresh = id
+	}
+	b.maxFresh = max(b.maxFresh, id)
+}
+
+// sendDurableNow sends at once the rows b.sends[from:] that are durable
+// already: stored by a batch that has been released (after its commit and
+// sync). The next message of a lane then leaves as soon as the previous one
+// is acknowledged, without waiting for b's own commit and sync, which only
+// delete the acknowledged row (should they be lost, the receiver's inbox
+// acknowledges the redelivery).
+func (p *part) sendDurableNow(b *batch, from int) {
+	durable := p.durableOut.Load()
+	kept := b.sends[:from]
+	for _, r := range b.sends[from:] {
+		if r.id <= durable && (b.minFresh == 0 || r.id < b.minFresh) {
+			p.send(r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	b.sends = kept
 }
 
 // kill moves r to the dead-letter table. A redriven row leaves its lane;

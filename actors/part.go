@@ -109,7 +109,8 @@ type part struct {
 	stash     []*envelope            // messages received while restarting
 	sup       *supervisor.Supervisor // decisions about the children (see supervisorOf)
 
-	ob outbox // durable deliveries in flight (guarded by its own mutex)
+	ob         outbox       // durable deliveries in flight (guarded by its own mutex)
+	durableOut atomic.Int64 // outbox rows up to this id are durable (set as batches are released)
 }
 
 // props returns the protoactor-go props of p: its mailbox carries p as
@@ -629,6 +630,8 @@ type batch struct {
 	fresh []outRow // durable messages it stored: sent once it is durable, when their lanes are free
 	part  *part
 
+	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
+
 	rolledBack bool         // its only message failed: nothing to commit
 	after      []func()     // run once the batch is durable (alarm index updates)
 	km         *kindMetrics // nil without metrics
@@ -886,6 +889,9 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		}
 		for _, fn := range b.after {
 			fn()
+		}
+		if b.maxFresh > 0 && b.maxFresh > b.part.durableOut.Load() {
+			b.part.durableOut.Store(b.maxFresh) // releases run in commit order
 		}
 		for _, r := range b.sends {
 			b.part.send(r)
