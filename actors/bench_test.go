@@ -1,18 +1,21 @@
 package actors_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -259,5 +262,123 @@ func BenchmarkOpenWithPartsOnDisk(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The activation path's behaviour, checked here beside its benchmark.
+
+// A part passivated while the system runs keeps its write-ahead log and
+// index: its next activation reuses them instead of creating them again,
+// and appends to the log instead of starting it again (which SQLite does
+// with a synced header). A part still active at System.Close is closed
+// whole: no -wal or -shm file is left beside its database file.
+func TestPassivatedPartKeepsLog(t *testing.T) {
+	h := actortest.New(t, actors.Options{Kinds: []actors.Kind{
+		{Name: "idle", Pattern: "s", Migrations: counterMigrations, Handler: actors.HandlerFunc(counterHandler), IdleTimeout: -1},
+		{Name: "idle_child", Pattern: "s/*", Migrations: counterMigrations, Handler: actors.HandlerFunc(counterHandler), IdleTimeout: 10 * time.Millisecond},
+		{Name: "busy", Pattern: "t", Migrations: counterMigrations, Handler: actors.HandlerFunc(counterHandler), IdleTimeout: -1},
+		{Name: "busy_child", Pattern: "t/*", Migrations: counterMigrations, Handler: actors.HandlerFunc(counterHandler), IdleTimeout: -1},
+	}})
+	file := h.File("s/a")
+	type logState struct {
+		wal, shm os.FileInfo
+		header   []byte
+	}
+	state := func() logState {
+		t.Helper()
+		var st logState
+		var err error
+		if st.wal, err = os.Stat(file + "-wal"); err != nil {
+			t.Fatalf("passivated part: %v", err)
+		}
+		if st.shm, err = os.Stat(file + "-shm"); err != nil {
+			t.Fatalf("passivated part: %v", err)
+		}
+		b, err := os.ReadFile(file + "-wal")
+		if err != nil || len(b) < 32 {
+			t.Fatalf("passivated part: log of %d bytes, %v", len(b), err)
+		}
+		st.header = b[:32]
+		return st
+	}
+	passivated := func() {
+		t.Helper()
+		actortest.Eventually(t, func() bool { return !h.System().Active("s/a") })
+	}
+	h.MustRequest("s/a", add{1})
+	passivated()
+	first := state()
+	for want := 2; want <= 4; want++ {
+		if got := h.MustRequest("s/a", add{1}); got != want {
+			t.Fatalf("s/a = %v, want %d", got, want)
+		}
+		passivated()
+		again := state()
+		if !os.SameFile(first.wal, again.wal) || !os.SameFile(first.shm, again.shm) {
+			t.Fatal("reactivation created the -wal or -shm file again")
+		}
+		if !bytes.Equal(first.header, again.header) {
+			t.Fatal("reactivation started the log again")
+		}
+	}
+
+	h.MustRequest("t/b", add{1})
+	h.Close()
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(h.File("t/b") + suffix); err == nil {
+			t.Errorf("part active at Close left its %s file", suffix)
+		}
+	}
+	h.Reopen()
+	if got := counter(t, h, "s/a"); got != 4 {
+		t.Fatalf("after reopen s/a = %d, want 4", got)
+	}
+	if got := counter(t, h, "t/b"); got != 1 {
+		t.Fatalf("after reopen t/b = %d, want 1", got)
+	}
+}
+
+// A parent records a new child in its open batch when it has one, and
+// commits it before the child is spawned; a child it knows already is
+// activated without writing to the parent's file. Either way the record
+// is there, and the parent's own messages are all applied once.
+func TestChildrenRecordedAlongsideParentBatch(t *testing.T) {
+	h := newHarness(t)
+	h.MustRequest("c", add{0})
+	const n = 40
+	var wg sync.WaitGroup
+	for i := range n {
+		for range 3 {
+			h.Send("c", add{1}) // keeps a batch of the parent open while it routes
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.MustRequest(fmt.Sprintf("c/k%02d", i%(n/2)), add{1})
+		}()
+	}
+	wg.Wait()
+	actortest.Eventually(t, func() bool { return counter(t, h, "c") == 3*n })
+	want := make([]string, n/2)
+	for i := range want {
+		want[i] = fmt.Sprintf("k%02d", i)
+	}
+	check := func(when string) {
+		t.Helper()
+		got, err := h.System().Children(context.Background(), "c")
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%s: Children(c) = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	check("while active")
+	h.Reopen()
+	check("after reopen")
+	if got := counter(t, h, "c"); got != 3*n {
+		t.Fatalf("parent counter %d after reopen, want %d", got, 3*n)
+	}
+	for i := range n / 2 {
+		if got := counter(t, h, fmt.Sprintf("c/k%02d", i)); got != 2 {
+			t.Fatalf("c/k%02d = %d, want 2", i, got)
+		}
 	}
 }

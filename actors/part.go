@@ -387,21 +387,61 @@ const childrenTable = "_fractal_children"
 
 // recordChild notes seg in p's file before p activates it for the first
 // time, so that once the child has acknowledged anything, the parent's
-// record of it is at least as durable: the open batch and the record are
-// committed before the child is spawned, and the child's replies wait for
-// their own commit (and the barrier's sync, which covers both files).
+// record of it is at least as durable: the record is committed before the
+// child is spawned, and the child's replies wait for their own commit (and
+// the barrier's sync, which covers both files).
+//
+// A child that is recorded already (every activation but the first) costs
+// a read and writes nothing. A new one is inserted in p's open batch, if
+// any, which then commits at once: one commit for both, as before the child
+// is spawned. Without an open batch (or if the batch cannot take it) the
+// record is a transaction of its own.
 //
 // When p's file cannot be written the child is activated anyway and the
 // failure is logged: serving the child matters more than listing it.
 func (p *part) recordChild(seg string) {
+	// record writes seg in tx unless it is there already; it reports
+	// whether it wrote.
+	record := func(tx *persistence.Tx) (bool, error) {
+		ok, err := hasTable(tx, childrenTable)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			var n int
+			if err := tx.QueryRow(`SELECT count(*) FROM `+childrenTable+` WHERE name = ?`, seg).Scan(&n); err != nil || n > 0 {
+				return false, err
+			}
+		}
+		if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS ` + childrenTable + ` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
+			return false, err
+		}
+		_, err = tx.Exec(`INSERT OR IGNORE INTO `+childrenTable+` (name) VALUES (?)`, seg)
+		return err == nil, err
+	}
+	if b := p.batch; b != nil && !b.rolledBack {
+		// Under a savepoint: a failure here must not undo the batch.
+		sp, err := b.tx.Savepoint()
+		if err == nil {
+			var wrote bool
+			if wrote, err = record(b.tx); err == nil {
+				if err = sp.Release(); err == nil {
+					if wrote {
+						p.commit()
+					}
+					return
+				}
+			} else {
+				err = errors.Join(err, sp.Rollback())
+			}
+		}
+		p.logger().Debug("recording a child in the open batch", "child", seg, "err", err)
+	}
 	p.commit()
 	db, err := p.childrenDB()
 	if err == nil {
 		err = db.Update(context.Background(), func(tx *persistence.Tx) error {
-			if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS ` + childrenTable + ` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
-				return err
-			}
-			_, err := tx.Exec(`INSERT OR IGNORE INTO `+childrenTable+` (name) VALUES (?)`, seg)
+			_, err := record(tx)
 			return err
 		})
 	}
@@ -607,11 +647,24 @@ func (p *part) newHandler() (h Handler, err error) {
 	return p.kind.handler(p.path), nil
 }
 
+// closeDB closes p's file. A part that stops while the system runs
+// (passivated, restarted, stopped with its parent) is likely to be activated
+// again: its file keeps its write-ahead log and index, so that the next
+// activation neither creates them again nor syncs a new log header (see
+// persistence.DB.CloseKeepLog). Once System.Close has begun, and for the
+// root file, the file is left whole: the database file alone holds the data.
 func (p *part) closeDB() {
 	if p.db == nil {
 		return
 	}
-	if err := p.db.Close(); err != nil {
+	p.sys.inflight.mu.Lock()
+	closing := p.sys.inflight.closing
+	p.sys.inflight.mu.Unlock()
+	closeFile := p.db.CloseKeepLog
+	if closing || p.kind == nil {
+		closeFile = p.db.Close
+	}
+	if err := closeFile(); err != nil {
 		p.logger().Error("closing part file", "err", err)
 	}
 	p.db, p.handler = nil, nil

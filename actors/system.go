@@ -672,12 +672,28 @@ func (s *System) close(ctx context.Context) error {
 }
 
 // ensureDir creates the directory of the part at p and any missing
-// ancestors. With SyncFull each new directory's parent is synced, so that the
-// new entry survives a power loss along with the file created in it.
+// ancestors. Most parts are created under a parent whose directory exists,
+// so the part's own directory is tried first.
+//
+// With PowerLossPerCommit each new directory's parent is synced, so that the
+// new entry survives a power loss along with the file created in it. With
+// PowerLoss it is not: no reply of the part is released before the
+// barrier's next sync, which starts after the part's first commit and syncs
+// the whole file system, new directory entries included. With ProcessCrash
+// nothing is promised across a power loss.
 func (s *System) ensureDir(p Path) error {
 	dir := p.Dir(s.dir)
-	if _, err := os.Stat(dir); err == nil {
+	err := os.Mkdir(dir, 0o755)
+	switch {
+	case errors.Is(err, fs.ErrExist):
 		return nil
+	case err == nil:
+		if s.opts.Durability == PowerLossPerCommit {
+			return syncDir(filepath.Dir(dir))
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("actors: create directory of %s: %w", p, err)
 	}
 	cur := s.dir
 	for _, seg := range p.Segments() {
@@ -685,7 +701,7 @@ func (s *System) ensureDir(p Path) error {
 		err := os.Mkdir(next, 0o755)
 		switch {
 		case err == nil:
-			if s.opts.Durability != ProcessCrash {
+			if s.opts.Durability == PowerLossPerCommit {
 				if err := syncDir(cur); err != nil {
 					return err
 				}

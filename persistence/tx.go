@@ -89,14 +89,14 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 		stmt = "BEGIN IMMEDIATE"
 	}
 	if queryOnly {
-		if _, err := db.conn.ExecContext(ctx, "PRAGMA query_only = 1"); err != nil {
+		if _, err := db.execLocked(ctx, "PRAGMA query_only = 1"); err != nil {
 			db.release()
 			return nil, fmt.Errorf("persistence: begin %s: %w", db.path, classify(err))
 		}
 	}
 	if _, err := db.execLocked(ctx, stmt); err != nil {
 		if queryOnly {
-			_, _ = db.conn.ExecContext(context.Background(), "PRAGMA query_only = 0")
+			_, _ = db.execLocked(context.Background(), "PRAGMA query_only = 0")
 		}
 		db.release()
 		return nil, fmt.Errorf("persistence: begin %s: %w", db.path, classify(err))
@@ -448,7 +448,7 @@ func (db *DB) finishLocked(tx *Tx) {
 	}
 	tx.savepoints = nil
 	if tx.queryOnly {
-		_, _ = db.conn.ExecContext(context.Background(), "PRAGMA query_only = 0")
+		_, _ = db.execLocked(context.Background(), "PRAGMA query_only = 0")
 	}
 	if db.cur == tx {
 		db.cur = nil
