@@ -112,7 +112,7 @@ func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
 			l.From, l.Call, l.Reply = p.path.String(), kind == rowCall, kind == rowReply
 			l.Created, l.Died = time.Unix(0, created), time.Unix(0, died)
 			if kind == rowReply {
-				l.Message, _ = decodeDelivery(&delivery{From: l.To, Kind: rowReply, Body: body})
+				l.Message, _ = decodeItem(&delivery{From: l.To}, &deliveryItem{Kind: rowReply, Body: body})
 			} else {
 				l.Message, _ = DecodeMessage(l.Type, body)
 			}
@@ -139,7 +139,7 @@ func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
 		}
 		// The caller is this part: it learns through a Reply to itself,
 		// which travels as any other.
-		rb, err := p.answer(b.tx, &delivery{From: p.path.String(), ID: r.id}, nil, ErrDiscarded)
+		rb, err := p.answer(b.tx, p.path.String(), r.id, nil, ErrDiscarded)
 		if err != nil {
 			return nil, err
 		}

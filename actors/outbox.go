@@ -173,23 +173,41 @@ type replyBody struct {
 	Error string `json:",omitempty"`
 }
 
-// A delivery is one attempt to deliver one outbox row; it travels as an
-// envelope's message, to another node too (hence exported fields and a
+// A delivery is one attempt to deliver consecutive outbox rows of one
+// lane (at most maxBundle, and about MaxMessageSize/2 bytes); it travels as
+// an envelope's message, to another node too (hence exported fields and a
 // registered name).
 type delivery struct {
 	From    string
-	ID      int64 // sender's outbox row
 	Epoch   int64
-	Seq     int64
-	Kind    int
-	Ref     int64 // rowReply: the call's ID
-	Name    string
-	Body    []byte
 	Redrive bool // a dead letter sent again: handled only if it was skipped
+	Items   []deliveryItem
 }
+
+// A deliveryItem is one outbox row of a delivery.
+type deliveryItem struct {
+	ID   int64 // sender's outbox row
+	Seq  int64
+	Kind int
+	Ref  int64 // rowReply: the call's ID
+	Name string
+	Body []byte
+}
+
+// A deliveryAck answers a delivery: its first Through items are handled
+// (or were already); Error, when not empty, is why the next one was not.
+type deliveryAck struct {
+	Through int
+	Error   string `json:",omitempty"`
+}
+
+// maxBundle bounds the rows of one delivery: a lane whose receiver is slow
+// to acknowledge (its commit waits for a sync) moves that many at a time.
+const maxBundle = 64
 
 func init() {
 	MustRegisterMessage[*delivery]("fractal.delivery")
+	MustRegisterMessage[deliveryAck]("fractal.ack")
 	MustRegisterMessage[replyBody]("fractal.reply")
 }
 
@@ -381,6 +399,17 @@ func (ob *outbox) claim(r *outRow) bool {
 	return true
 }
 
+// hold records that row holds lane (which p holds already).
+func (ob *outbox) hold(lane string, row int64) {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	if !ob.stopped && ob.busy != nil {
+		if _, ok := ob.busy[lane]; ok {
+			ob.busy[lane] = row
+		}
+	}
+}
+
 // holder returns the row that holds lane, or 0.
 func (ob *outbox) holder(lane string) int64 {
 	ob.mu.Lock()
@@ -449,11 +478,13 @@ type (
 	// or (lane "") all of them.
 	outboxPump struct{ lane string }
 
-	// outboxResult: a delivery attempt ended.
+	// outboxResult: a delivery attempt ended; its first through rows
+	// were handled, and err, if any, is why the next one was not.
 	outboxResult struct {
-		row  outRow
-		err  error
-		took time.Duration
+		rows    []outRow
+		through int
+		err     error
+		took    time.Duration
 	}
 
 	// deadLetterOp: an operator's request about the dead-letter table.
@@ -463,23 +494,42 @@ type (
 	}
 )
 
-// send dispatches one delivery attempt of r, which holds its lane; the
-// result comes back to p as an outboxResult.
-func (p *part) send(r outRow) {
-	d := &delivery{From: p.path.String(), ID: r.id, Epoch: r.epoch, Seq: r.seq, Kind: r.kind, Ref: r.ref,
-		Name: r.name, Body: r.body, Redrive: r.redrive}
+// send dispatches one delivery attempt of rows (consecutive rows of one
+// lane, which they hold); the result comes back to p as an outboxResult.
+func (p *part) send(rows []outRow) {
+	r := rows[0]
+	d := &delivery{From: p.path.String(), Epoch: r.epoch, Redrive: r.redrive, Items: make([]deliveryItem, len(rows))}
+	for i, r := range rows {
+		d.Items[i] = deliveryItem{ID: r.id, Seq: r.seq, Kind: r.kind, Ref: r.ref, Name: r.name, Body: r.body}
+	}
 	to, err := p.sys.target(r.dest) // the tree may have changed since it was stored
 	if err != nil {
-		p.sys.inflight.add()
-		p.deliverResult(r, err, 0)
+		p.deliverResult(rows, 0, err, 0)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.sys.opts.Delivery.Timeout)
 	start := time.Now()
 	env := &envelope{to: to, from: p.path, msg: d, ctx: ctx}
-	env.done = func(_ any, err error) {
+	env.done = func(val any, err error) {
 		cancel()
-		p.deliverResult(r, err, time.Since(start))
+		through := 0
+		if err == nil {
+			ack, ok := val.(deliveryAck)
+			switch {
+			case !ok:
+				err = fmt.Errorf("actors: %s answered a delivery with %T", to, val)
+			case ack.Through < 0 || ack.Through > len(rows):
+				err = fmt.Errorf("actors: %s acknowledged %d of %d messages", to, ack.Through, len(rows))
+			default:
+				through = ack.Through
+				if ack.Error != "" {
+					err = errors.New(ack.Error)
+				} else if through < len(rows) {
+					err = fmt.Errorf("actors: %s handled %d of %d messages", to, through, len(rows))
+				}
+			}
+		}
+		p.deliverResult(rows, through, err, time.Since(start))
 	}
 	p.sys.inflight.add()
 	if err := p.sys.admit(to); err != nil {
@@ -491,10 +541,11 @@ func (p *part) send(r outRow) {
 
 // deliverResult hands the outcome of an attempt back to p. It runs where
 // the attempt ended (any goroutine); the inflight count taken by send's
-// envelope has been given back by finish, so it takes its own.
-func (p *part) deliverResult(r outRow, err error, took time.Duration) {
+// envelope is given back by finish after this returns, so it takes its
+// own first.
+func (p *part) deliverResult(rows []outRow, through int, err error, took time.Duration) {
 	p.sys.inflight.add()
-	p.sys.deliver(&envelope{to: p.path, from: p.path, msg: outboxResult{row: r, err: err, took: took}, ctx: context.Background()})
+	p.sys.deliver(&envelope{to: p.path, from: p.path, msg: outboxResult{rows: rows, through: through, err: err, took: took}, ctx: context.Background()})
 }
 
 // runOutbox handles a runtime message for p's outbox in b's transaction.
@@ -539,67 +590,95 @@ func scanOutRow(row interface{ Scan(...any) error }) (outRow, error) {
 	return r, err
 }
 
-// pump claims the head of each free lane (or of lane only) and, once b is
-// durable, sends those that are due; the others get a retry timer.
+// pump claims each free lane (or lane, which p holds already) and, once b
+// is durable, sends its first rows; a lane whose first row is not due yet
+// gets a retry timer instead.
 func (p *part) pump(b *batch, lane string) error {
 	if ok, err := hasTable(b.tx, outboxTable); err != nil || !ok {
 		return err
 	}
-	// A redriven letter waits while the skip marker that stands for it is
-	// still in its lane: the receiver must have skipped it first.
-	ready := ` AND NOT (o.redrive = 1 AND EXISTS (SELECT 1 FROM ` + outboxTable + ` s
-		WHERE s.dest = o.dest AND s.redrive = 0 AND s.kind = ` + strconv.Itoa(rowSkip) + ` AND s.epoch = o.epoch AND s.seq = o.seq))`
-	q := `SELECT ` + outRowColumns + ` FROM ` + outboxTable + ` o WHERE id IN
-		(SELECT min(id) FROM ` + outboxTable + ` GROUP BY dest, redrive)` + ready + ` ORDER BY id LIMIT ?`
-	args := []any{maxLanes}
-	if lane != "" {
-		dest, redrive := lane, 0
-		if d, ok := strings.CutSuffix(lane, "\x00redrive"); ok {
-			dest, redrive = d, 1
-		}
-		q = `SELECT ` + outRowColumns + ` FROM ` + outboxTable + ` o WHERE dest = ? AND redrive = ?` + ready + ` ORDER BY id LIMIT 1`
-		args = []any{dest, redrive}
-	}
-	rows, err := b.tx.QueryContext(context.Background(), q, args...)
-	if err != nil {
-		return err
-	}
 	var heads []outRow
+	if lane == "" {
+		q := `SELECT ` + outRowColumns + ` FROM ` + outboxTable + ` o WHERE id IN
+			(SELECT min(id) FROM ` + outboxTable + ` GROUP BY dest, redrive)` + readyRow + ` ORDER BY id LIMIT ?`
+		var err error
+		if heads, err = queryOutRows(b.tx, q, maxLanes); err != nil {
+			return err
+		}
+	} else {
+		heads = []outRow{{dest: lane}}
+		if d, ok := strings.CutSuffix(lane, "\x00redrive"); ok {
+			heads[0] = outRow{dest: d, redrive: true}
+		}
+	}
+	now := time.Now().UnixNano()
+	for _, h := range heads {
+		if lane == "" && !p.ob.claim(&h) {
+			continue
+		}
+		rows, err := p.laneRows(b, h)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			p.ob.free(h.lane())
+			continue
+		}
+		p.ob.hold(h.lane(), rows[0].id)
+		if rows[0].nextAt > now {
+			p.ob.retryAt(p, h.lane(), time.Unix(0, rows[0].nextAt))
+			continue
+		}
+		b.sends = append(b.sends, rows)
+	}
+	return nil
+}
+
+// readyRow keeps, in a query on outboxTable o, the rows that may leave: a
+// redriven letter waits while the skip marker that stands for it is still
+// in its lane (the receiver must have skipped it first).
+var readyRow = ` AND NOT (o.redrive = 1 AND EXISTS (SELECT 1 FROM ` + outboxTable + ` s
+	WHERE s.dest = o.dest AND s.redrive = 0 AND s.kind = ` + strconv.Itoa(rowSkip) + ` AND s.epoch = o.epoch AND s.seq = o.seq))`
+
+// laneRows returns the first rows of the lane of h, as many as one delivery
+// takes: at most maxBundle (one for redriven letters, which do not follow
+// each other), about MaxMessageSize/2 bytes, and only the due ones after
+// the first, all of one epoch.
+func (p *part) laneRows(b *batch, h outRow) ([]outRow, error) {
+	limit := maxBundle
+	if h.redrive {
+		limit = 1
+	}
+	rows, err := queryOutRows(b.tx, `SELECT `+outRowColumns+` FROM `+outboxTable+` o WHERE dest = ? AND redrive = ?`+readyRow+` ORDER BY id LIMIT ?`,
+		h.dest, h.redrive, limit)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	now, size := time.Now().UnixNano(), 0
+	for i, r := range rows {
+		size += len(r.body) + len(r.name) + 64
+		if i > 0 && (r.epoch != rows[0].epoch || r.nextAt > now || size > MaxMessageSize/2) {
+			return rows[:i], nil
+		}
+	}
+	return rows, nil
+}
+
+func queryOutRows(tx *persistence.Tx, q string, args ...any) ([]outRow, error) {
+	rows, err := tx.QueryContext(context.Background(), q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []outRow
 	for rows.Next() {
 		r, err := scanOutRow(rows)
 		if err != nil {
 			rows.Close()
-			return err
+			return nil, err
 		}
-		heads = append(heads, r)
+		out = append(out, r)
 	}
-	if err := rows.Close(); err != nil {
-		return err
-	}
-	if lane != "" && len(heads) == 0 {
-		p.ob.free(lane)
-		return nil
-	}
-	now := time.Now().UnixNano()
-	for _, r := range heads {
-		if lane != "" {
-			// A retry: the lane is already held, by this row or the one
-			// before it, which is gone.
-			p.ob.mu.Lock()
-			if !p.ob.stopped && p.ob.busy != nil {
-				p.ob.busy[lane] = r.id
-			}
-			p.ob.mu.Unlock()
-		} else if !p.ob.claim(&r) {
-			continue
-		}
-		if r.nextAt > now {
-			p.ob.retryAt(p, r.lane(), time.Unix(0, r.nextAt))
-			continue
-		}
-		b.sends = append(b.sends, r)
-	}
-	return nil
+	return out, rows.Close()
 }
 
 // pumpOrSettle answers the alarm index's wake: deliver what is pending, or,
@@ -626,25 +705,29 @@ func (p *part) pumpOrSettle(b *batch) error {
 	return p.pump(b, "")
 }
 
-// settleDelivery records the outcome of an attempt: an acknowledged row is
-// deleted and its lane moves on; a failed one is retried after a backoff,
-// or, past the bounds, moved to the dead-letter table.
+// settleDelivery records the outcome of an attempt: the rows the receiver
+// handled are deleted and their lane moves on; the row it failed is retried
+// after a backoff or, past the bounds, moved to the dead-letter table.
 func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	bg := context.Background()
-	r := m.row
-	lane := r.lane()
-	if m.err == nil {
+	for _, r := range m.rows[:m.through] {
 		if _, err := b.tx.ExecContext(bg, `DELETE FROM `+outboxTable+` WHERE id = ?`, r.id); err != nil {
 			return err
 		}
+	}
+	lane := m.rows[0].lane()
+	mine := p.ob.holder(lane) == m.rows[0].id // else an attempt of an earlier incarnation
+	if m.err == nil {
 		p.countDelivery("ok", m.took)
-		if p.ob.holder(lane) != r.id {
-			return nil // an attempt of an earlier incarnation: the lane is someone else's
+		if !mine {
+			return nil
 		}
-		if r.kind == rowSkip {
-			// A redriven letter may have waited for this marker.
-			p.ob.free(lane)
-			return p.pump(b, "")
+		for _, r := range m.rows {
+			if r.kind == rowSkip {
+				// A redriven letter may have waited for this marker.
+				p.ob.free(lane)
+				return p.pump(b, "")
+			}
 		}
 		n := len(b.sends)
 		if err := p.pump(b, lane); err != nil {
@@ -654,9 +737,10 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 		return nil
 	}
 	p.countDelivery("error", m.took)
-	if p.ob.holder(lane) != r.id {
+	if !mine {
 		return nil
 	}
+	r := m.rows[m.through]
 	cur, err := scanOutRow(b.tx.QueryRowContext(bg, `SELECT `+outRowColumns+` FROM `+outboxTable+` WHERE id = ?`, r.id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return p.pump(b, lane) // redriven or discarded meanwhile
@@ -664,6 +748,7 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	if err != nil {
 		return err
 	}
+	p.ob.hold(lane, cur.id)
 	now := time.Now()
 	opts := p.sys.opts.Delivery
 	attempts := cur.attempts + 1
@@ -689,20 +774,25 @@ func (b *batch) stored(id int64) {
 	b.maxFresh = max(b.maxFresh, id)
 }
 
-// sendDurableNow sends at once the rows b.sends[from:] that are durable
-// already: stored by a batch that has been released (after its commit and
-// sync). The next message of a lane then leaves as soon as the previous one
-// is acknowledged, without waiting for b's own commit and sync, which only
-// delete the acknowledged row (should they be lost, the receiver's inbox
-// acknowledges the redelivery).
+// sendDurableNow sends at once, of the deliveries b.sends[from:], the rows
+// that are durable already: stored by a batch that has been released (after
+// its commit and sync). The next messages of a lane then leave as soon as
+// the previous ones are acknowledged, without waiting for b's own commit
+// and sync, which only delete the acknowledged rows (should they be lost,
+// the receiver's inbox acknowledges the redelivery). The rows of a delivery
+// that are not durable yet wait for the next round of their lane.
 func (p *part) sendDurableNow(b *batch, from int) {
 	durable := p.durableOut.Load()
 	kept := b.sends[:from]
-	for _, r := range b.sends[from:] {
-		if r.id <= durable && (b.minFresh == 0 || r.id < b.minFresh) {
-			p.send(r)
+	for _, rows := range b.sends[from:] {
+		n := 0
+		for n < len(rows) && rows[n].id <= durable && (b.minFresh == 0 || rows[n].id < b.minFresh) {
+			n++
+		}
+		if n == 0 {
+			kept = append(kept, rows)
 		} else {
-			kept = append(kept, r)
+			p.send(rows[:n])
 		}
 	}
 	b.sends = kept
@@ -751,35 +841,49 @@ func (p *part) countDelivery(outcome string, took time.Duration) {
 	}
 }
 
-// handleDelivery handles a durable message addressed to p, under sp in
-// b's transaction: it is handled unless the inbox says it already was,
-// and the inbox advances in the same transaction.
-func (p *part) handleDelivery(env *envelope, b *batch, sp *persistence.Savepoint, d *delivery) {
-	apply, err := p.admitDelivery(b.tx, d)
-	if err == nil && apply && d.Kind == rowSkip {
-		err = p.recordDelivery(b.tx, d, true)
+// handleDelivery handles the durable messages of d addressed to p, in
+// order, each under its own savepoint in b's transaction: a message is
+// handled unless the inbox says it already was, and the inbox advances in
+// the same transaction. It stops at the first message that fails; the
+// acknowledgement says how many went through.
+func (p *part) handleDelivery(env *envelope, b *batch, d *delivery) {
+	ack := deliveryAck{}
+	for i := range d.Items {
+		if err := p.deliverItem(env, b, d, &d.Items[i]); err != nil {
+			ack.Error = truncate(err.Error(), 4096)
+			break
+		}
+		ack.Through++
+	}
+	b.hold(env, ack, nil, outOK)
+}
+
+// deliverItem handles one message of d. A panic of the handler rolls it
+// back, commits the messages before it and fails the whole delivery (the
+// sender sends them again; the inbox knows they were handled).
+func (p *part) deliverItem(env *envelope, b *batch, d *delivery, it *deliveryItem) error {
+	sp, err := b.tx.Savepoint()
+	if err != nil {
+		return err
+	}
+	apply, err := p.admitDelivery(b.tx, d, it)
+	if err == nil && apply && it.Kind == rowSkip {
+		err = p.recordDelivery(b.tx, d, it, true)
 		apply = false
 	}
-	if err != nil || !apply {
-		if err != nil {
-			_ = sp.Rollback()
-		} else if rerr := sp.Release(); rerr != nil {
-			err = rerr
-		}
-		o := outOK
-		if err != nil {
-			o = outError
-		}
-		b.hold(env, nil, err, o) // a duplicate is acknowledged as it was the first time
-		return
-	}
-	msg, err := decodeDelivery(d)
 	if err != nil {
 		_ = sp.Rollback()
-		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
-		return
+		return err
 	}
-	c, reply, perr, err := p.run(env, b, msg)
+	if !apply {
+		return sp.Release() // a duplicate is acknowledged as it was the first time
+	}
+	msg, err := decodeItem(d, it)
+	if err != nil {
+		_ = sp.Rollback()
+		return fmt.Errorf("actors: %s: %w", p.path, err)
+	}
+	c, reply, perr, herr := p.run(env, b, msg)
 	if perr != nil {
 		if rerr := sp.Rollback(); rerr != nil {
 			p.logger().Error("rollback", "err", rerr)
@@ -790,31 +894,28 @@ func (p *part) handleDelivery(env *envelope, b *batch, sp *persistence.Savepoint
 		p.current = nil
 		panic(perr)
 	}
-	if err != nil && d.Kind != rowCall {
-		// Retried by the sender, and then dead-lettered.
-		if rerr := sp.Rollback(); rerr != nil {
-			p.logger().Error("rollback", "err", rerr)
+	if herr != nil {
+		rerr := sp.Rollback()
+		if it.Kind != rowCall {
+			if rerr != nil {
+				p.logger().Error("rollback", "err", rerr)
+			}
+			return herr // retried by the sender, then dead-lettered
 		}
-		b.hold(env, nil, err, outError)
-		return
-	}
-	if err != nil {
 		// A call's error is its answer: the handler's writes go, the
 		// answer and the inbox stay.
-		rerr := sp.Rollback()
 		if rerr == nil {
 			sp, rerr = b.tx.Savepoint()
 		}
 		if rerr != nil {
-			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, rerr), outError)
-			return
+			return rerr
 		}
 		c.durables, c.out = nil, nil
 	}
-	ferr := p.recordDelivery(b.tx, d, false)
-	if ferr == nil && d.Kind == rowCall {
+	ferr := p.recordDelivery(b.tx, d, it, false)
+	if ferr == nil && it.Kind == rowCall {
 		var r outRow
-		r, ferr = p.answer(b.tx, d, reply, err)
+		r, ferr = p.answer(b.tx, d.From, it.ID, reply, herr)
 		c.durables = append(c.durables, r)
 	}
 	if ferr == nil {
@@ -823,28 +924,24 @@ func (p *part) handleDelivery(env *envelope, b *batch, sp *persistence.Savepoint
 		_ = sp.Rollback()
 	}
 	if ferr != nil {
-		b.hold(env, nil, fmt.Errorf("actors: %s: recording a durable message: %w", p.path, ferr), outError)
-		return
+		return fmt.Errorf("actors: %s: recording a durable message: %w", p.path, ferr)
 	}
-	if err != nil {
-		p.countMessage(outError)
-	}
-	b.hold(env, nil, nil, outOK)
 	b.out = append(b.out, c.out...)
 	b.fresh = append(b.fresh, c.durables...)
+	return nil
 }
 
-func decodeDelivery(d *delivery) (any, error) {
-	if d.Kind != rowReply {
-		return DecodeMessage(d.Name, d.Body)
+// decodeItem returns the message of it, a Reply for a reply.
+func decodeItem(d *delivery, it *deliveryItem) (any, error) {
+	if it.Kind != rowReply {
+		return DecodeMessage(it.Name, it.Body)
 	}
-	var rb replyBody
-	m, err := DecodeMessage("fractal.reply", d.Body)
+	m, err := DecodeMessage("fractal.reply", it.Body)
 	if err != nil {
 		return nil, err
 	}
-	rb = m.(replyBody)
-	r := Reply{ID: d.Ref, Error: rb.Error}
+	rb := m.(replyBody)
+	r := Reply{ID: it.Ref, Error: rb.Error}
 	if from, err := ParsePath(d.From); err == nil {
 		r.From = from.String()
 	}
@@ -856,8 +953,8 @@ func decodeDelivery(d *delivery) (any, error) {
 	return r, nil
 }
 
-// answer stores the Reply to call d in p's outbox.
-func (p *part) answer(tx *persistence.Tx, d *delivery, val any, herr error) (outRow, error) {
+// answer stores in p's outbox the Reply to the call callID of caller.
+func (p *part) answer(tx *persistence.Tx, caller string, callID int64, val any, herr error) (outRow, error) {
 	var rb replyBody
 	if herr != nil {
 		rb.Error = truncate(herr.Error(), 4096)
@@ -876,8 +973,7 @@ func (p *part) answer(tx *persistence.Tx, d *delivery, val any, herr error) (out
 	if err != nil {
 		return outRow{}, err
 	}
-	r, err := p.enqueue(tx, outRow{dest: d.From, kind: rowReply, ref: d.ID, name: "fractal.reply", body: body})
-	return r, err
+	return p.enqueue(tx, outRow{dest: caller, kind: rowReply, ref: callID, name: "fractal.reply", body: body})
 }
 
 func createInbox(tx *persistence.Tx) error {
@@ -896,14 +992,14 @@ func createInbox(tx *persistence.Tx) error {
 
 // admitDelivery decides, from p's inbox, whether d is to be handled (true),
 // was handled already (false), or came too early (errOutOfOrder).
-func (p *part) admitDelivery(tx *persistence.Tx, d *delivery) (bool, error) {
+func (p *part) admitDelivery(tx *persistence.Tx, d *delivery, it *deliveryItem) (bool, error) {
 	bg := context.Background()
 	if err := createInbox(tx); err != nil {
 		return false, err
 	}
 	if d.Redrive {
 		var n int
-		err := tx.QueryRowContext(bg, `SELECT count(*) FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, d.Seq).Scan(&n)
+		err := tx.QueryRowContext(bg, `SELECT count(*) FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, it.Seq).Scan(&n)
 		return n > 0, err
 	}
 	var epoch, seq int64
@@ -915,32 +1011,32 @@ func (p *part) admitDelivery(tx *persistence.Tx, d *delivery) (bool, error) {
 		return false, err
 	case d.Epoch > epoch:
 		return true, nil // a new lane
-	case d.Epoch < epoch, d.Seq <= seq:
+	case d.Epoch < epoch, it.Seq <= seq:
 		return false, nil
-	case d.Seq == seq+1:
+	case it.Seq == seq+1:
 		return true, nil
 	}
-	return false, fmt.Errorf("%w: %s sent #%d, #%d expected", errOutOfOrder, d.From, d.Seq, seq+1)
+	return false, fmt.Errorf("%w: %s sent #%d, #%d expected", errOutOfOrder, d.From, it.Seq, seq+1)
 }
 
 // recordDelivery advances p's inbox past d; skip records that d's sequence
 // number was skipped (a dead letter), so that a redrive is handled.
-func (p *part) recordDelivery(tx *persistence.Tx, d *delivery, skip bool) error {
+func (p *part) recordDelivery(tx *persistence.Tx, d *delivery, it *deliveryItem, skip bool) error {
 	bg := context.Background()
 	if err := createInbox(tx); err != nil { // rolled back with a failed call's handler
 		return err
 	}
 	if d.Redrive {
-		_, err := tx.ExecContext(bg, `DELETE FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, d.Seq)
+		_, err := tx.ExecContext(bg, `DELETE FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, it.Seq)
 		return err
 	}
 	if _, err := tx.ExecContext(bg, `INSERT INTO `+inboxTable+` (sender, epoch, seq, at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (sender) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, at = excluded.at`,
-		d.From, d.Epoch, d.Seq, time.Now().UnixNano()); err != nil {
+		d.From, d.Epoch, it.Seq, time.Now().UnixNano()); err != nil {
 		return err
 	}
 	if skip {
-		_, err := tx.ExecContext(bg, `INSERT OR IGNORE INTO `+skippedTable+` (sender, epoch, seq) VALUES (?, ?, ?)`, d.From, d.Epoch, d.Seq)
+		_, err := tx.ExecContext(bg, `INSERT OR IGNORE INTO `+skippedTable+` (sender, epoch, seq) VALUES (?, ?, ?)`, d.From, d.Epoch, it.Seq)
 		return err
 	}
 	return nil

@@ -679,7 +679,7 @@ type batch struct {
 	replies []heldReply // released after the commit (the output gate)
 	out     []*envelope // sent after the commit
 
-	sends []outRow // durable deliveries whose lanes it holds, sent once it is durable
+	sends [][]outRow // durable deliveries (rows of one lane each, which they hold), sent once it is durable
 	fresh []outRow // durable messages it stored: sent once it is durable, when their lanes are free
 	part  *part
 
@@ -742,18 +742,17 @@ func (p *part) handle(env *envelope) {
 	// alarm's delivery always has one: its failure must still record the
 	// retry in the transaction.
 	wake, isWake := env.msg.(alarmWake)
-	d, isDelivery := env.msg.(*delivery)
+	if d, ok := env.msg.(*delivery); ok {
+		p.handleDelivery(env, b, d) // a savepoint per message
+		return
+	}
 	var sp *persistence.Savepoint
-	if !first || isWake || isDelivery {
+	if !first || isWake {
 		var err error
 		if sp, err = b.tx.Savepoint(); err != nil {
 			b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 			return
 		}
-	}
-	if isDelivery {
-		p.handleDelivery(env, b, sp, d)
-		return
 	}
 	msg := env.msg
 	var alarm Alarm
@@ -946,19 +945,19 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		if b.maxFresh > 0 && b.maxFresh > b.part.durableOut.Load() {
 			b.part.durableOut.Store(b.maxFresh) // releases run in commit order
 		}
-		for _, r := range b.sends {
-			b.part.send(r)
+		for _, rows := range b.sends {
+			b.part.send(rows)
 		}
 		for _, r := range b.fresh {
 			if b.part.ob.claim(&r) {
-				b.part.send(r)
+				b.part.send([]outRow{r})
 			} // else its lane is busy: it follows when the lane moves on
 		}
 	} else {
 		// Nothing of this batch happened: give back the lanes it took.
 		// The alarm index wakes the part to try again.
-		for _, r := range b.sends {
-			b.part.ob.free(r.lane())
+		for _, rows := range b.sends {
+			b.part.ob.free(rows[0].lane())
 		}
 	}
 	for _, r := range b.replies {
