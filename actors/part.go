@@ -680,7 +680,7 @@ type batch struct {
 	out     []*envelope // sent after the commit
 
 	sends [][]outRow // durable deliveries (rows of one lane each, which they hold), sent once it is durable
-	fresh []outRow // durable messages it stored: sent once it is durable, when their lanes are free
+	fresh []outRow   // durable messages it stored: sent once it is durable, when their lanes are free
 	part  *part
 
 	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
