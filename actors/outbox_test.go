@@ -40,8 +40,9 @@ var durableMigrations = []persistence.Migration{{Name: "durable", SQL: `
 	CREATE TABLE log (i INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 	CREATE TABLE replies (id INTEGER NOT NULL, sender TEXT NOT NULL, value INTEGER, err TEXT NOT NULL)`}}
 
-// downParts makes the handlers of the paths in it fail every dAdd.
-type downParts struct{ m sync.Map }
+// downParts makes the handlers of the paths in it fail every dAdd, and
+// the dAdd of each N in once fail once.
+type downParts struct{ m, once sync.Map }
 
 func (d *downParts) set(path string, down bool) {
 	if down {
@@ -59,6 +60,9 @@ func durableHandler(down *downParts, attempts *atomic.Int64) actors.HandlerFunc 
 		case dAdd:
 			attempts.Add(1)
 			if _, ok := down.m.Load(c.Path().String()); ok {
+				return nil, errDown
+			}
+			if _, ok := down.once.LoadAndDelete(m.N); ok {
 				return nil, errDown
 			}
 			var n int
@@ -126,6 +130,48 @@ func TestSendDurableDeliversOnceInOrder(t *testing.T) {
 	}
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 50*51/2 {
 		t.Fatalf("counter %d, want %d", n, 50*51/2)
+	}
+}
+
+// Messages waiting in a lane travel together; one that fails in the middle
+// stops the delivery there: those before it are handled once, it and those
+// after it are sent again, in order.
+func TestSendDurableBundleFailsInTheMiddle(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, down, attempts := durableHarness(t, actors.Options{Registerer: reg})
+	down.once.Store(7, true)
+	var ns []int
+	for i := 1; i <= 40; i++ {
+		ns = append(ns, i)
+	}
+	h.MustRequest("d/a", dSend{To: "d/b", N: ns})
+	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	rows := h.Query("d/b", `SELECT n FROM log ORDER BY i`)
+	if len(rows) != 40 {
+		t.Fatalf("%d messages handled, want 40", len(rows))
+	}
+	for i, r := range rows {
+		if r[0].(int64) != int64(i+1) {
+			t.Fatalf("message %d handled as #%d: order not kept", r[0], i+1)
+		}
+	}
+	if got := attempts.Load(); got != 41 {
+		t.Fatalf("handler ran %d times, want 41 (40 messages, one of them twice)", got)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliveries := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "fractal_durable_deliveries_total" {
+			for _, m := range mf.GetMetric() {
+				deliveries += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if deliveries < 3 || deliveries > 10 {
+		t.Fatalf("%v delivery attempts for 40 messages in one lane: want a few bundles", deliveries)
 	}
 }
 
