@@ -4,7 +4,7 @@ DATA        ?= data/mail
 FUZZTIME    ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test e2e bench bench-quick lint fuzz bank-crash
+.PHONY: run test e2e bench bench-quick lint fuzz bank-crash bench-cluster
 
 ## run: the flagship example, a mail system, on $(DATA)
 run:
@@ -31,6 +31,10 @@ bench:
 ## bench-quick: the comparison harness, every system but PostgreSQL, in under a minute
 bench-quick:
 	cd bench && $(GO) run . -quick
+
+## bench-cluster: requests served by another node (over protoactor-go's remote) against the same requests served locally, p50/p99 and msgs/s
+bench-cluster:
+	$(GO) test -run '^$$' -bench CrossNode -benchtime 1x ./cluster/
 
 ## bank-crash: the bank example killed with SIGKILL and restarted 100 times under transfers, then audited (the default test run does 8 cycles)
 bank-crash:

@@ -38,20 +38,24 @@ type nodeProc struct {
 	cmd  *exec.Cmd
 	api  string
 	exit chan struct{}
+
+	killing atomic.Bool // the test is killing it
 }
 
-func buildNode(t *testing.T) string {
+// build builds the node (examples/cluster) and the fractal command, with
+// the race detector when the tests have it.
+func build(t *testing.T) (node, fractal string) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "node")
-	args := []string{"build", "-o", bin}
+	dir := t.TempDir()
+	args := []string{"build", "-o", dir}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	cmd := exec.Command("go", append(args, "../examples/cluster")...)
+	cmd := exec.Command("go", append(args, "../examples/cluster", "../cmd/fractal")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the node: %v\n%s", err, out)
 	}
-	return bin
+	return filepath.Join(dir, "cluster"), filepath.Join(dir, "fractal")
 }
 
 func startProc(t *testing.T, bin, name, data string, etcd []string) *nodeProc {
@@ -82,7 +86,10 @@ func (p *nodeProc) start() {
 				addr <- a
 			}
 		}
-		cmd.Wait()
+		err := cmd.Wait()
+		if w, ok := cmd.Stderr.(*prefixWriter); ok && !w.done.Load() && !p.killing.Load() {
+			p.t.Logf("%s: exited: %v", p.name, err)
+		}
 		close(p.exit)
 	}()
 	select {
@@ -101,8 +108,10 @@ func (p *nodeProc) kill() {
 	if p.cmd == nil || p.exit == nil {
 		return
 	}
+	p.killing.Store(true)
 	p.cmd.Process.Kill()
 	<-p.exit
+	p.killing.Store(false)
 }
 
 func (p *nodeProc) signal(s syscall.Signal) {
@@ -156,6 +165,21 @@ func (p *nodeProc) call(op, path string, amount int, sleep time.Duration) apiRes
 	return r
 }
 
+func (p *nodeProc) transfer(from, to string, amount int) int {
+	p.t.Helper()
+	q := url.Values{"path": {from}, "op": {"transfer"}, "to": {to}, "amount": {fmt.Sprint(amount)}}
+	resp, err := httpClient.Get(p.api + "/request?" + q.Encode())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r apiResult
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || r.Error != "" {
+		p.t.Fatalf("transfer %s -> %s through %s: %v %s", from, to, p.name, err, r.Error)
+	}
+	return r.Value
+}
+
 func (p *nodeProc) must(op, path string, amount int) int {
 	p.t.Helper()
 	r := p.call(op, path, amount, 0)
@@ -169,7 +193,7 @@ func (p *nodeProc) owners() map[string]cluster.Owner {
 	p.t.Helper()
 	resp, err := http.Get(p.api + "/owners")
 	if err != nil {
-		p.t.Fatal(err)
+		p.t.Fatalf("%v (node %s: %s)", err, p.name, p.state())
 	}
 	defer resp.Body.Close()
 	var o map[string]cluster.Owner
@@ -187,8 +211,8 @@ func (p *nodeProc) owners() map[string]cluster.Owner {
 // write refuses that write.
 func TestProcesses(t *testing.T) {
 	start := time.Now()
-	bin := buildNode(t)
-	t.Logf("built the node in %v", time.Since(start).Round(time.Millisecond))
+	bin, fractal := build(t)
+	t.Logf("built the node and the fractal command in %v", time.Since(start).Round(time.Millisecond))
 	etcd := startEtcd(t, 3)
 	root := t.TempDir()
 	var procs []*nodeProc
@@ -264,14 +288,17 @@ func TestProcesses(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	cli := etcdClient(t, etcd)
-	mctx, mcancel := context.WithTimeout(context.Background(), time.Minute)
-	err := cluster.Move(mctx, cli, "", unit, to)
-	mcancel()
+	out, err := exec.Command(fractal, "move", "-etcd", strings.Join(etcd, ","), unit, to).CombinedOutput()
 	time.Sleep(200 * time.Millisecond)
 	stop()
 	wg.Wait()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("fractal move: %v\n%s", err, out)
+	}
+	t.Logf("fractal move: %s", strings.TrimSpace(string(out)))
+	out, err = exec.Command(fractal, "move", "-etcd", strings.Join(etcd, ","), unit+"/acct", from).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "placement depth") {
+		t.Fatalf("moving a part below the placement depth: %v\n%s", err, out)
 	}
 	for _, f := range failures {
 		t.Errorf("deposit during the move: %s", f)
@@ -289,19 +316,19 @@ func TestProcesses(t *testing.T) {
 	// unavailable with a clear error, and come back when it restarts.
 	victim := byName(to) // owns b1 now, and others
 	victim.kill()
-	owners = procs[0].owners()
+	var alive []*nodeProc
+	for _, p := range procs {
+		if p != victim {
+			alive = append(alive, p)
+		}
+	}
+	owners = alive[0].owners()
 	var mine, theirs []string
 	for _, b := range branches {
 		if owners["bank/"+b].Node == victim.name {
 			mine = append(mine, b)
 		} else {
 			theirs = append(theirs, b)
-		}
-	}
-	var alive []*nodeProc
-	for _, p := range procs {
-		if p != victim {
-			alive = append(alive, p)
 		}
 	}
 	checkFor(t, 3*procTTL, func() bool {
@@ -320,8 +347,26 @@ func TestProcesses(t *testing.T) {
 			t.Fatalf("deposit to bank/%s on the dead node: %+v, want unavailable", b, r)
 		}
 	}
+	// A durable message to the dead node's subtree waits at its sender
+	// and is delivered when the node is back.
+	transferTo := "bank/" + mine[0] + "/acct"
+	if got := alive[0].transfer("bank/"+theirs[0]+"/acct", transferTo, 5); got < 0 {
+		t.Fatalf("transfer: balance %d", got)
+	}
 	victim.start()
+	checkFor(t, 20*time.Second, func() bool {
+		r := alive[1].call("balance", transferTo, 0, 0)
+		want := 30 + 5
+		if transferTo == unit+"/acct" {
+			want += int(acked.Load())
+		}
+		return r.Error == "" && r.Value == want
+	})
+	t.Logf("a durable transfer to %s made while its node was down arrived after its return", transferTo)
 	for _, b := range mine {
+		if b == mine[0] {
+			continue // checked above
+		}
 		want := 30
 		if "bank/"+b == unit {
 			want = 30 + int(acked.Load())
@@ -416,4 +461,14 @@ func readBalance(t *testing.T, file string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// state describes the process: running, or how it ended.
+func (p *nodeProc) state() string {
+	select {
+	case <-p.exit:
+		return "exited: " + p.cmd.ProcessState.String()
+	case <-time.After(100 * time.Millisecond):
+		return "running"
+	}
 }

@@ -8,11 +8,14 @@
 //	fractal check [-parallel N] DIR
 //	fractal backup [-parallel N] DIR DEST [PATH]
 //	fractal restore BACKUP DIR
+//	fractal move [-etcd ENDPOINTS] [-prefix P] SUBTREE NODE
 //
 // Every command is safe against a running system: parts are opened
 // read-only (mode=ro and PRAGMA query_only), so SQLite itself refuses any
 // write, and they are read through SQLite's WAL snapshot, which a writer
 // never tears. restore refuses a data directory that a system has open.
+// move asks a cluster (package cluster) to move a subtree to another node;
+// it needs only the cluster's etcd endpoints.
 //
 // Install with: go install github.com/fractalrt/fractal/cmd/fractal@latest
 package main
@@ -37,6 +40,7 @@ const usage = `usage:
   fractal check [-parallel N] DIR
   fractal backup [-parallel N] DIR DEST [PATH]
   fractal restore BACKUP DIR
+  fractal move [-etcd ENDPOINTS] [-prefix P] [-timeout D] SUBTREE NODE
 
 PATH is a part's path (mail/example.org/alice@example.org); PATTERN may use *
 for any one segment (mail/*/*). Parts are opened read-only.
@@ -62,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdBackup(ctx, args[1:], stdout, stderr)
 	case "restore":
 		err = cmdRestore(ctx, args[1:], stdout, stderr)
+	case "move":
+		err = cmdMove(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -31,12 +31,21 @@ type (
 	}
 	// Balance replies an account's balance.
 	Balance struct{}
+	// Transfer takes Amount from an account and sends it to the account
+	// at To as a durable message (Context.SendDurable): stored in the
+	// sender's file with the debit, delivered when To's node serves, even
+	// if that node is down now.
+	Transfer struct {
+		To     string
+		Amount int
+	}
 )
 
 func init() {
 	// Messages and replies that travel between nodes are registered.
 	actors.MustRegisterMessage[Deposit]("bank.Deposit")
 	actors.MustRegisterMessage[Balance]("bank.Balance")
+	actors.MustRegisterMessage[Transfer]("bank.Transfer")
 	actors.MustRegisterMessage[int]("int")
 }
 
@@ -52,6 +61,12 @@ func bankKinds() []actors.Kind {
 			var n int
 			err := c.QueryRow(`SELECT n FROM balance`).Scan(&n)
 			return n, err
+		case Transfer:
+			var n int
+			if err := c.QueryRow(`UPDATE balance SET n = n - ? RETURNING n`, m.Amount).Scan(&n); err != nil {
+				return nil, err
+			}
+			return n, c.SendDurable(m.To, Deposit{Amount: m.Amount})
 		}
 		return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
 	})
@@ -69,7 +84,7 @@ func bankKinds() []actors.Kind {
 // small HTTP API on a loopback address for the driver (and the tests): it
 // prints "LISTEN <addr>" on stdout once the node has joined.
 //
-//	GET  /request?path=P&op=deposit|balance&amount=N&sleep=D
+//	GET  /request?path=P&op=deposit|balance|transfer&amount=N&sleep=D&to=PATH
 //	GET  /owners
 //	POST /move?unit=U&to=NODE
 func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration) error {
@@ -126,10 +141,13 @@ func nodeAPI(n *cluster.Node) http.Handler {
 	mux.HandleFunc("/request", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		var msg any = Balance{}
-		if q.Get("op") == "deposit" {
-			amount, _ := strconv.Atoi(q.Get("amount"))
+		amount, _ := strconv.Atoi(q.Get("amount"))
+		switch q.Get("op") {
+		case "deposit":
 			sleep, _ := time.ParseDuration(q.Get("sleep"))
 			msg = Deposit{Amount: amount, Sleep: sleep}
+		case "transfer":
+			msg = Transfer{To: q.Get("to"), Amount: amount}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 		defer cancel()
