@@ -129,6 +129,7 @@ func (n *Node) startMove(unit string, mv moveReq) {
 		return
 	}
 	n.moving[unit] = make(chan struct{})
+	n.publishMoving()
 	n.running.Add(1)
 	n.mu.Unlock()
 	go func() {
@@ -161,6 +162,7 @@ func (n *Node) runMove(unit string, mv moveReq) (err error) {
 		delete(n.handing, unit)
 		ch := n.moving[unit]
 		delete(n.moving, unit)
+		n.publishMoving()
 		n.mu.Unlock()
 		n.refreshOwned()
 		close(ch) // waiting requests look again: here, or at the new owner

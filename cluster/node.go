@@ -45,8 +45,9 @@ type Node struct {
 	owned    atomic.Pointer[map[string]uint64]
 
 	mu      sync.Mutex
-	handing map[string]bool          // units being handed to another node: fenced off
-	moving  map[string]chan struct{} // units being moved away: closed when the move ends
+	handing map[string]bool                          // units being handed to another node: fenced off
+	moving  map[string]chan struct{}                 // units being moved away: closed when the move ends
+	movingS atomic.Pointer[map[string]chan struct{}] // a copy of moving, for the hot path
 
 	sem     chan struct{} // requests being served for other nodes
 	running sync.WaitGroup
@@ -271,10 +272,16 @@ func (n *Node) watch(rev int64) {
 			if resp.Err() != nil || resp.Canceled {
 				break
 			}
+			var owners, moves []string
 			for _, ev := range resp.Events {
-				n.tab.apply(ev)
+				switch kind, name := n.tab.apply(ev); kind {
+				case "owners":
+					owners = append(owners, name)
+				case "moves":
+					moves = append(moves, name)
+				}
 			}
-			n.tableChanged("all", "")
+			n.unitsChanged(owners, moves)
 		}
 		if n.ctx.Err() != nil {
 			return
@@ -291,14 +298,39 @@ func (n *Node) watch(rev int64) {
 	}
 }
 
-// tableChanged runs after every change of the cached table.
+// tableChanged runs after the cached table was loaded whole ("all") or a
+// row was written by this node ("owners", key).
 func (n *Node) tableChanged(kind, key string) {
-	if kind == "owners" || kind == "nodes" || kind == "all" {
+	if kind == "all" {
 		n.refreshOwned()
-	}
-	if kind == "moves" || kind == "all" || kind == "owners" {
 		for unit, mv := range n.tab.movesFor(n.cfg.Name) {
 			n.startMove(unit, mv)
+		}
+		return
+	}
+	n.unitsChanged([]string{key}, nil)
+}
+
+// unitsChanged follows changes of the rows of owners and moves: the
+// fence's snapshot is rebuilt when one of the units changed is, or
+// becomes, this node's, and a planned move of a unit this node owns
+// starts. O(1) per row, plus O(table) when this node's units changed.
+func (n *Node) unitsChanged(owners, moves []string) {
+	mine := false
+	cur := *n.owned.Load()
+	for _, u := range owners {
+		if _, had := cur[u]; had {
+			mine = true
+		} else if o, ok, _, _, _ := n.tab.owner(u); ok && o.Node == n.cfg.Name {
+			mine = true
+		}
+	}
+	if mine {
+		n.refreshOwned()
+	}
+	for _, u := range append(owners, moves...) {
+		if mv, ok := n.tab.moveOf(u, n.cfg.Name); ok {
+			n.startMove(u, mv)
 		}
 	}
 }
@@ -336,10 +368,7 @@ func (n *Node) Local(p actors.Path) bool {
 	if _, ok := (*n.owned.Load())[u]; !ok || time.Now().UnixNano() >= n.deadline.Load() {
 		return false
 	}
-	n.mu.Lock()
-	_, moving := n.moving[u]
-	n.mu.Unlock()
-	return !moving
+	return n.movingCh(u) == nil
 }
 
 // maxAttempts bounds how often one request is sent again after its target
@@ -418,9 +447,20 @@ func (n *Node) Request(ctx context.Context, p actors.Path, msg any) (any, error)
 }
 
 func (n *Node) movingCh(unit string) chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.moving[unit]
+	if m := n.movingS.Load(); m != nil {
+		return (*m)[unit]
+	}
+	return nil
+}
+
+// publishMoving copies moving for movingCh; n.mu is held. Moves are rare,
+// so the copy costs nothing that matters.
+func (n *Node) publishMoving() {
+	m := make(map[string]chan struct{}, len(n.moving))
+	for u, ch := range n.moving {
+		m[u] = ch
+	}
+	n.movingS.Store(&m)
 }
 
 // assign asks the controller for an owner of unit and waits until the

@@ -114,20 +114,20 @@ func (t *table) decode(key string, val []byte, rev int64, owners map[string]owne
 	}
 }
 
-// apply applies one watch event; the caller calls onChange once the
+// apply applies one watch event and returns which section ("owners",
+// "nodes", "moves") and key it changed; the caller calls onChange once the
 // events of a response are applied, so that it sees a transaction whole.
-func (t *table) apply(ev *clientv3.Event) {
+func (t *table) apply(ev *clientv3.Event) (kind, name string) {
 	key := string(ev.Kv.Key)
-	kind := ""
 	for _, s := range []string{"owners", "nodes", "moves"} {
 		if strings.HasPrefix(key, prefixOf(t.pfx, s)) {
 			kind = s
 		}
 	}
 	if kind == "" {
-		return
+		return "", ""
 	}
-	name := strings.TrimPrefix(key, prefixOf(t.pfx, kind))
+	name = strings.TrimPrefix(key, prefixOf(t.pfx, kind))
 	t.mu.Lock()
 	if ev.Type == clientv3.EventTypeDelete {
 		switch kind {
@@ -146,6 +146,7 @@ func (t *table) apply(ev *clientv3.Event) {
 	}
 	t.signal()
 	t.mu.Unlock()
+	return kind, name
 }
 
 // set records a row this node wrote itself, ahead of the watch.
@@ -216,6 +217,16 @@ func (t *table) snapshot() (map[string]Owner, []string) {
 		live = append(live, n)
 	}
 	return owners, live
+}
+
+// moveOf returns the planned move of unit when node owns it and it has not
+// failed.
+func (t *table) moveOf(unit, node string) (moveReq, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	mv, ok := t.moves[unit]
+	o, owned := t.owners[unit]
+	return mv, ok && owned && o.Node == node && mv.Err == ""
 }
 
 func (t *table) movesFor(node string) map[string]moveReq {
