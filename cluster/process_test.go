@@ -1,3 +1,5 @@
+//go:build linux
+
 package cluster_test
 
 import (
@@ -70,6 +72,7 @@ func (p *nodeProc) start() {
 	p.t.Helper()
 	cmd := exec.Command(p.bin, "-node", p.name, "-data", p.data, "-etcd", strings.Join(p.etcd, ","), "-ttl", procTTL.String())
 	cmd.Stderr = &prefixWriter{t: p.t, prefix: p.name + ": "}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // not left behind if the test dies
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		p.t.Fatal(err)
@@ -345,6 +348,17 @@ func TestProcesses(t *testing.T) {
 	for _, b := range mine {
 		if r := alive[1].call("deposit", "bank/"+b+"/acct", 1, 0); r.Code != "unavailable" {
 			t.Fatalf("deposit to bank/%s on the dead node: %+v, want unavailable", b, r)
+		}
+	}
+	// New subtrees are still placed, on live nodes (by a new controller
+	// if the dead node was it).
+	for i, p := range alive {
+		path := fmt.Sprintf("bank/new%d/acct", i)
+		if got := p.must("deposit", path, 7); got != 7 {
+			t.Fatalf("%s: %d, want 7", path, got)
+		}
+		if o := p.owners()[fmt.Sprintf("bank/new%d", i)]; o.Node == victim.name {
+			t.Fatalf("bank/new%d placed on the dead node", i)
 		}
 	}
 	// A durable message to the dead node's subtree waits at its sender
