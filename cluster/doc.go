@@ -77,13 +77,25 @@
 // instead of failing. A move that fails at any step leaves the subtree with
 // its owner and the reason in the move's key, which Move returns.
 //
+// Only subtrees at the placement depth move. What moves is the parts'
+// files, whole: their state, their durable alarms and their outboxes. The
+// new owner learns of a moved part's alarms and unsent durable messages
+// when the part is next activated there. The node a subtree left keeps the
+// entries of its alarm index for the moved parts: they fire there and fail
+// (an alarm's wake-up does not travel between nodes), retried with growing
+// backoff. System.Children of a part above the placement depth lists the
+// children activated on the node it is asked on.
+//
 // # Node failure
 //
 // A node that dies leaves its subtrees unavailable: requests for them fail
 // with ErrUnavailable while the rest of the cluster serves on. When it
 // restarts with the same name and data directory, it waits for its old
 // registration to expire, registers again and serves its subtrees from
-// their files. A subtree whose node lost its disk is lost with it.
+// their files. Durable messages (actors.Context.SendDurable, Call) to its
+// subtrees wait in their senders' outboxes meanwhile and are delivered
+// after its return; plain requests and sends fail. A subtree whose node
+// lost its disk is lost with it.
 //
 // # Replication (not built yet)
 //
