@@ -80,8 +80,9 @@ type Config struct {
 	RequestTimeout time.Duration
 
 	// MaxInflight bounds the requests from other nodes this node serves at
-	// once (DefaultMaxInflight); beyond it they are refused with an error
-	// wrapping actors.ErrBackpressure.
+	// once, and separately the requests it has sent to other nodes and
+	// waits for (DefaultMaxInflight each); beyond it they are refused with
+	// an error wrapping actors.ErrBackpressure.
 	MaxInflight int
 
 	// MaxSubtrees bounds the ownership table, and so each node's cached

@@ -110,7 +110,8 @@
 //
 // # Bounds
 //
-// Requests served for other nodes at once: Config.MaxInflight (beyond it,
+// Requests served for other nodes at once, and requests sent to other
+// nodes and not answered yet: Config.MaxInflight each (beyond it,
 // actors.ErrBackpressure). Subtrees in the table, and so in each node's
 // copy of it: Config.MaxSubtrees. protoactor-go's queues per peer: 10,000
 // messages. A request to another node: its context's deadline or

@@ -173,6 +173,12 @@ func (n *Node) forward(ctx context.Context, o ownerEntry, addr string, p actors.
 	if timeout <= 0 {
 		return nil, context.DeadlineExceeded
 	}
+	select {
+	case n.outSem <- struct{}{}:
+		defer func() { <-n.outSem }()
+	default:
+		return nil, fmt.Errorf("%w: node %s waits for %d answers from other nodes already", actors.ErrBackpressure, n.cfg.Name, n.cfg.MaxInflight)
+	}
 	frame, err := encodeFrame(opRequest, request{
 		Path: p.String(), Name: name, Epoch: o.Epoch, Deadline: timeout.Milliseconds(), From: n.cfg.Name,
 	}, data)

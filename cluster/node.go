@@ -50,6 +50,7 @@ type Node struct {
 	movingS atomic.Pointer[map[string]chan struct{}] // a copy of moving, for the hot path
 
 	sem     chan struct{} // requests being served for other nodes
+	outSem  chan struct{} // requests sent to other nodes, waiting for their answers
 	running sync.WaitGroup
 	ctx     context.Context // cancelled by Close
 	cancel  context.CancelFunc
@@ -78,6 +79,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		handing: make(map[string]bool),
 		moving:  make(map[string]chan struct{}),
 		sem:     make(chan struct{}, cfg.MaxInflight),
+		outSem:  make(chan struct{}, cfg.MaxInflight),
 		ctx:     nctx,
 		cancel:  cancel,
 	}
