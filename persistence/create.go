@@ -44,7 +44,21 @@ func emptyWALDatabase() []byte {
 // and no error, when the file exists already (another Open created it
 // meanwhile): the caller opens it as an existing file. On error nothing is
 // left at path.
+//
+// A log, index or rollback journal left beside the missing file (its
+// database file removed by hand while DB.CloseKeepLog kept its log, say) is
+// removed first. SQLite discards the log of an empty file, but the file
+// written here is not empty: the log of another database would be applied
+// to it. They are removed before the file is created, so no connection
+// finds the new file beside them; like everything that writes, this
+// assumes a single writing DB per file (two DBs creating the same file at
+// once are not supported).
 func createFile(path string, sync bool) (bool, error) {
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		if err := os.Remove(path + suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, fs.ErrExist) {
 		return false, nil

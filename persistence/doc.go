@@ -138,7 +138,10 @@
 // an empty file), instead of letting SQLite convert it, which is a
 // rollback-journal transaction: a -journal file created, written, synced
 // and removed, and the database file synced. The connection then opens,
-// creates the -wal and -shm files, and applies the migrations.
+// creates the -wal and -shm files, and applies the migrations. A -wal,
+// -shm or -journal file found beside the missing database file (the file
+// removed by hand while its log was kept, say) is removed first: SQLite
+// discards the log of an empty file, and the file Open writes is not empty.
 //
 // With [SyncNormal] none of this syncs anything: the file is written and
 // migrated with synchronous = OFF, without which SQLite would sync the new

@@ -316,3 +316,34 @@ func TestCloseKeepLogTwice(t *testing.T) {
 		t.Errorf("CloseKeepLog of a read-only DB: %v", err)
 	}
 }
+
+// A database file removed without its kept log (by hand, say) is created
+// anew as an empty database: the log of the removed file is not applied to
+// it, as SQLite does not apply a log to an empty file.
+func TestRemovedFileWithKeptLogStartsEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kept.db")
+	opts := &persistence.Options{Sync: persistence.SyncNormal, Migrations: kvSchema}
+	db := openTestDBAt(t, path, opts)
+	insertKeys(t, db, 0, 5)
+	if err := db.CloseKeepLog(); err != nil {
+		t.Fatal(err)
+	}
+	db = openTestDBAt(t, path, opts)
+	insertKeys(t, db, 5, 8) // these are in the kept log
+	if err := db.CloseKeepLog(); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(t, path+"-wal") {
+		t.Fatal("no log kept")
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	db = openTestDBAt(t, path, opts)
+	if got := queryInts(t, db, `SELECT k FROM kv`); len(got) != 0 {
+		t.Fatalf("new file has keys %v from the removed file's log", got)
+	}
+	if err := db.IntegrityCheck(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
