@@ -220,6 +220,8 @@ func (n *Node) call(ctx context.Context, node, addr string, frame []byte, timeou
 			waiting = false
 		case <-ctx.Done():
 			return reply{}, nil, ctx.Err()
+		case <-n.ctx.Done():
+			return reply{}, nil, ErrClosed
 		case <-changed:
 			// A node whose lease expired will not acknowledge anything
 			// (its fence refuses), so its callers need not wait for it.

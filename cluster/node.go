@@ -30,6 +30,9 @@ import (
 // campaign (control), the planned moves this node runs (one per move), and
 // one per request being served for another node (at most
 // Config.MaxInflight).
+//
+// Lock order: ownMu, then mu or the table's lock (never both); the
+// table's lock is a leaf.
 type Node struct {
 	cfg  Config
 	log  *slog.Logger
@@ -43,6 +46,7 @@ type Node struct {
 	lease    atomic.Int64 // the current lease's ID
 	deadline atomic.Int64 // unix nanoseconds until which the lease surely holds
 	owned    atomic.Pointer[map[string]uint64]
+	ownMu    sync.Mutex // serializes refreshOwned; taken before table.mu and mu
 
 	mu      sync.Mutex
 	handing map[string]bool                          // units being handed to another node: fenced off
@@ -340,6 +344,10 @@ func (n *Node) unitsChanged(owners, moves []string) {
 // refreshOwned rebuilds the fence's snapshot of the units this node may
 // write: those the table gives it, minus those being handed over.
 func (n *Node) refreshOwned() {
+	// One refresh at a time, so that a snapshot computed from an older
+	// table is never stored after a newer one.
+	n.ownMu.Lock()
+	defer n.ownMu.Unlock()
 	m := n.tab.ownedBy(n.cfg.Name)
 	n.mu.Lock()
 	for u := range n.handing {
