@@ -11,14 +11,19 @@ import (
 // (ErrUnavailable) where it matters.
 type quiet struct{ h slog.Handler }
 
+// Enabled implements slog.Handler.
 func (q quiet) Enabled(ctx context.Context, _ slog.Level) bool {
 	return q.h.Enabled(ctx, slog.LevelDebug)
 }
 
+// Handle implements slog.Handler.
 func (q quiet) Handle(ctx context.Context, r slog.Record) error {
 	r.Level = slog.LevelDebug
 	return q.h.Handle(ctx, r)
 }
 
+// WithAttrs implements slog.Handler.
 func (q quiet) WithAttrs(as []slog.Attr) slog.Handler { return quiet{q.h.WithAttrs(as)} }
-func (q quiet) WithGroup(name string) slog.Handler    { return quiet{q.h.WithGroup(name)} }
+
+// WithGroup implements slog.Handler.
+func (q quiet) WithGroup(name string) slog.Handler { return quiet{q.h.WithGroup(name)} }

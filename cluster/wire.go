@@ -147,6 +147,7 @@ type RemoteError struct {
 	sentinel error
 }
 
+// Error returns the remote error's text.
 func (e *RemoteError) Error() string { return e.Msg }
 
 // Unwrap returns the sentinel the remote error wrapped, or nil.
