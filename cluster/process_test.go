@@ -5,9 +5,17 @@ package cluster_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -40,29 +48,50 @@ type nodeProc struct {
 	cmd  *exec.Cmd
 	api  string
 	exit chan struct{}
+	args []string // more arguments
 
 	killing atomic.Bool // the test is killing it
 }
 
-// build builds the node (examples/cluster) and the fractal command, with
-// the race detector when the tests have it.
-func build(t *testing.T) (node, fractal string) {
-	t.Helper()
-	dir := t.TempDir()
-	args := []string{"build", "-o", dir}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	cmd := exec.Command("go", append(args, "../examples/cluster", "../cmd/fractal")...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the node: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "cluster"), filepath.Join(dir, "fractal")
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+	out  []byte
 }
 
-func startProc(t *testing.T, bin, name, data string, etcd []string) *nodeProc {
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// build builds the node (examples/cluster) and the fractal command, once
+// for all the tests, with the race detector when the tests have it.
+func build(t *testing.T) (node, fractal string) {
 	t.Helper()
-	p := &nodeProc{t: t, name: name, data: data, etcd: etcd, bin: bin}
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "fractal-cluster-test-"); built.err != nil {
+			return
+		}
+		args := []string{"build", "-o", built.dir}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "../examples/cluster", "../cmd/fractal")...)
+		built.out, built.err = cmd.CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("building the node: %v\n%s", built.err, built.out)
+	}
+	return filepath.Join(built.dir, "cluster"), filepath.Join(built.dir, "fractal")
+}
+
+func startProc(t *testing.T, bin, name, data string, etcd []string, args ...string) *nodeProc {
+	t.Helper()
+	p := &nodeProc{t: t, name: name, data: data, etcd: etcd, bin: bin, args: args}
 	p.start()
 	t.Cleanup(p.kill)
 	return p
@@ -70,7 +99,7 @@ func startProc(t *testing.T, bin, name, data string, etcd []string) *nodeProc {
 
 func (p *nodeProc) start() {
 	p.t.Helper()
-	cmd := exec.Command(p.bin, "-node", p.name, "-data", p.data, "-etcd", strings.Join(p.etcd, ","), "-ttl", procTTL.String())
+	cmd := exec.Command(p.bin, append([]string{"-node", p.name, "-data", p.data, "-etcd", strings.Join(p.etcd, ","), "-ttl", procTTL.String()}, p.args...)...)
 	cmd.Stderr = &prefixWriter{t: p.t, prefix: p.name + ": "}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // not left behind if the test dies
 	out, err := cmd.StdoutPipe()
@@ -484,5 +513,87 @@ func (p *nodeProc) state() string {
 		return "exited: " + p.cmd.ProcessState.String()
 	case <-time.After(100 * time.Millisecond):
 		return "running"
+	}
+}
+
+// With TLS configured, nodes reach each other over mutual TLS, and a node
+// without the cluster's certificate cannot reach them.
+func TestProcessesTLS(t *testing.T) {
+	bin, _ := build(t)
+	certs := t.TempDir()
+	writeCerts(t, certs)
+	etcd := startEtcd(t, 1)
+	root := t.TempDir()
+	n1 := startProc(t, bin, "n1", filepath.Join(root, "n1"), etcd, "-tls", certs)
+	n2 := startProc(t, bin, "n2", filepath.Join(root, "n2"), etcd, "-tls", certs)
+	for _, b := range []string{"t1", "t2", "t3", "t4"} {
+		for _, p := range []*nodeProc{n1, n2} {
+			p.must("deposit", "bank/"+b+"/acct", 1)
+		}
+		if got := n1.must("balance", "bank/"+b+"/acct", 0); got != 2 {
+			t.Fatalf("bank/%s: %d, want 2", b, got)
+		}
+	}
+	owners := n1.owners()
+	var onN2 string
+	for u, o := range owners {
+		if o.Node == "n2" && strings.HasPrefix(u, "bank/t") {
+			onN2 = u
+		}
+	}
+	if onN2 == "" {
+		t.Fatalf("n2 owns no branch: %v", owners)
+	}
+	// A node without the certificate: its requests to the others fail.
+	plain := startProc(t, bin, "n3", filepath.Join(root, "n3"), etcd)
+	if r := plain.call("balance", onN2+"/acct", 0, 0); r.Error == "" || r.Code != "unavailable" {
+		t.Fatalf("a node without TLS reached %s: %+v", onN2, r)
+	}
+}
+
+// writeCerts writes a CA and one certificate for 127.0.0.1 signed by it,
+// for server and client use, into dir.
+func writeCerts(t *testing.T, dir string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fractal test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, block := range map[string]*pem.Block{
+		"ca.crt":   {Type: "CERTIFICATE", Bytes: caDER},
+		"node.crt": {Type: "CERTIFICATE", Bytes: leafDER},
+		"node.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

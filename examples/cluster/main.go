@@ -42,10 +42,11 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address of the node's remote transport (with -node)")
 	api := flag.String("http", "127.0.0.1:0", "address of the node's HTTP API (with -node; loopback only)")
 	ttl := flag.Duration("ttl", 3*time.Second, "lease TTL of the nodes")
+	tlsDir := flag.String("tls", "", "with -node: secure the remote transport with DIR/ca.crt, DIR/node.crt and DIR/node.key (mutual TLS)")
 	flag.Parse()
 	var err error
 	if *node != "" {
-		err = runNode(*node, *data, *etcd, *listen, *api, *ttl)
+		err = runNode(*node, *data, *etcd, *listen, *api, *ttl, *tlsDir)
 	} else {
 		err = drive(*data, *ttl)
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -87,7 +90,7 @@ func bankKinds() []actors.Kind {
 //	GET  /request?path=P&op=deposit|balance|transfer&amount=N&sleep=D&to=PATH
 //	GET  /owners
 //	POST /move?unit=U&to=NODE
-func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration) error {
+func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration, tlsDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level := slog.LevelWarn
@@ -95,6 +98,13 @@ func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration) error
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var tlsConfig *tls.Config
+	if tlsDir != "" {
+		var err error
+		if tlsConfig, err = loadTLS(tlsDir); err != nil {
+			return err
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	n, err := cluster.Start(sctx, cluster.Config{
@@ -102,6 +112,7 @@ func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration) error
 		DataDir:        data,
 		Etcd:           strings.Split(etcd, ","),
 		ListenAddr:     listen,
+		TLS:            tlsConfig,
 		PlacementDepth: 2, // a branch and its accounts live together
 		LeaseTTL:       ttl,
 		RequestTimeout: 10 * time.Second,
@@ -126,6 +137,30 @@ func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration) error
 	fmt.Printf("LISTEN %s\n", l.Addr())
 	<-ctx.Done()
 	return nil
+}
+
+// loadTLS reads the CA and the node's certificate from dir: every node
+// presents its certificate and accepts only peers signed by the CA.
+func loadTLS(dir string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"))
+	if err != nil {
+		return nil, err
+	}
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("%s: no certificate", filepath.Join(dir, "ca.crt"))
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
 }
 
 // apiResult is the JSON answer of /request.
