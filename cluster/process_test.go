@@ -546,9 +546,11 @@ func TestProcessesTLS(t *testing.T) {
 	}
 	// A node without the certificate: its requests to the others fail.
 	plain := startProc(t, bin, "n3", filepath.Join(root, "n3"), etcd)
-	if r := plain.call("balance", onN2+"/acct", 0, 0); r.Error == "" || r.Code != "unavailable" {
+	r := plain.call("balance", onN2+"/acct", 0, 0)
+	if r.Error == "" || r.Code != "unavailable" {
 		t.Fatalf("a node without TLS reached %s: %+v", onN2, r)
 	}
+	t.Logf("a node without TLS: %s", r.Error)
 }
 
 // writeCerts writes a CA and one certificate for 127.0.0.1 signed by it,
