@@ -61,7 +61,8 @@
 // subtree. A node frozen past its lease, or whose epoch for a subtree is
 // stale, rolls the batch back and its callers get an error wrapping
 // actors.ErrFenced: two owners can never both acknowledge writes. A node
-// that lost its lease registers again; since a subtree changes owner only
+// that lost its lease registers again half a TTL later (the writes it had
+// under way are refused meanwhile); since a subtree changes owner only
 // through a planned move, its subtrees are still its own.
 //
 // # Planned moves

@@ -232,7 +232,7 @@ func (n *Node) register(ctx context.Context) error {
 // keepAlive renews the lease every third of its TTL. The fence's deadline
 // is the time a renewal was sent plus the TTL: the lease cannot expire on
 // etcd's side before that. When the lease is lost, the node registers
-// again.
+// again, half a TTL later.
 func (n *Node) keepAlive() {
 	defer n.running.Done()
 	every := n.cfg.LeaseTTL / 3
@@ -258,6 +258,15 @@ func (n *Node) keepAlive() {
 			continue // still held: try again
 		}
 		n.refreshOwned() // fenced until registered again
+		// Half a TTL of quarantine first: the writes that were under way
+		// when the lease lapsed (a process frozen, a long pause) reach
+		// their commit meanwhile and are refused, rather than
+		// acknowledged under the next lease.
+		select {
+		case <-time.After(n.cfg.LeaseTTL / 2):
+		case <-n.ctx.Done():
+			return
+		}
 		ctx, cancel = context.WithTimeout(n.ctx, 2*n.cfg.LeaseTTL)
 		if err := n.register(ctx); err != nil {
 			n.log.Warn("registering again failed", "err", err)
