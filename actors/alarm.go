@@ -53,8 +53,11 @@ const (
 // alarmBackoff delays the retries of an alarm whose handler failed.
 var alarmBackoff = supervisor.Backoff{Initial: 100 * time.Millisecond, Max: time.Minute, Multiplier: 2, Jitter: 0.2}
 
-// alarmWake is what the index sends a part whose alarm may be due.
-type alarmWake struct{ name string }
+// alarmWake is what the index sends a part whose alarm may be due; it may
+// travel to another node (the part's subtree moved there).
+type alarmWake struct{ Name string }
+
+func init() { MustRegisterMessage[alarmWake]("fractal.wake") }
 
 // alarmIndex is the System's index of alarms and its waker goroutine.
 type alarmIndex struct {
@@ -213,8 +216,24 @@ func (s *System) fireDueAlarms(now time.Time) (next time.Time, err error) {
 			}
 			continue
 		}
+		env := &envelope{to: p, from: p, msg: alarmWake{d.name}, ctx: context.Background()}
+		if r := s.opts.Remote; r != nil && !r.Local(p) {
+			// The part lives on another node now (its subtree moved):
+			// the wake activates it there, which notes its alarms and
+			// undelivered messages in that node's index, so this entry
+			// can go once the wake arrived.
+			name := d.name
+			env.done = func(_ any, err error) {
+				if err == nil {
+					err = s.alarms.settle(p, name, time.Time{})
+				}
+				if err != nil {
+					s.log.Warn("alarm wake for another node", "path", p.String(), "alarm", name, "err", err) // the lease sends it again
+				}
+			}
+		}
 		s.inflight.add()
-		s.deliver(&envelope{to: p, from: p, msg: alarmWake{d.name}, ctx: context.Background()})
+		s.deliver(env)
 	}
 	if len(wakes) == alarmWakesPerRound {
 		next = now // more are due: look again at once

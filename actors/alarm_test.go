@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,4 +193,44 @@ func TestAlarmMetrics(t *testing.T) {
 		}
 		return got["ok"] == 1 && got["error"] == 2 && got["lateness"] == 3
 	})
+}
+
+// elsewhere serves one path on another node, as a cluster does for a
+// subtree that moved; every message it receives is encoded as for the
+// wire.
+type elsewhere struct {
+	path string
+	mu   sync.Mutex
+	got  []string
+}
+
+func (e *elsewhere) Local(p actors.Path) bool { return p.String() != e.path }
+
+func (e *elsewhere) Request(ctx context.Context, p actors.Path, msg any) (any, error) {
+	name, data, err := actors.EncodeMessage(msg)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.got = append(e.got, name+" "+string(data))
+	e.mu.Unlock()
+	return nil, nil
+}
+
+// An alarm of a part that now lives on another node is woken there, and
+// this node's index forgets it once the wake arrived (the other node's
+// index learns the part's alarms when the wake activates it).
+func TestAlarmOfAMovedPartWakesItsNewNode(t *testing.T) {
+	dir := t.TempDir()
+	h := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
+	h.MustRequest("al/a", setAlarm{"later", 300 * time.Millisecond})
+	h.Close()
+	far := &elsewhere{path: "al/a"}
+	h = actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1), Remote: far})
+	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 0 })
+	far.mu.Lock()
+	defer far.mu.Unlock()
+	if len(far.got) != 1 || far.got[0] != `fractal.wake {"Name":"later"}` {
+		t.Fatalf("the other node received %q", far.got)
+	}
 }

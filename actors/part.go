@@ -732,7 +732,7 @@ func (p *part) handle(env *envelope) {
 		p.runOutbox(env, b, m)
 		return
 	case alarmWake:
-		if m.name == outboxAlarm {
+		if m.Name == outboxAlarm {
 			p.runOutbox(env, b, m)
 			return
 		}
@@ -757,7 +757,7 @@ func (p *part) handle(env *envelope) {
 	msg := env.msg
 	var alarm Alarm
 	if isWake {
-		due, attempt, err := p.readAlarm(b.tx, wake.name)
+		due, attempt, err := p.readAlarm(b.tx, wake.Name)
 		if err != nil || due.IsZero() || due.After(time.Now()) {
 			// Nothing due: the index entry was early or stale; settle it
 			// on the part's own truth once this batch has committed.
@@ -765,7 +765,7 @@ func (p *part) handle(env *envelope) {
 				err = rerr
 			}
 			if err == nil {
-				b.after = append(b.after, func() { p.settleAlarm(wake.name, due) })
+				b.after = append(b.after, func() { p.settleAlarm(wake.Name, due) })
 			}
 			o := outOK
 			if err != nil {
@@ -774,7 +774,7 @@ func (p *part) handle(env *envelope) {
 			b.hold(env, nil, err, o)
 			return
 		}
-		alarm = Alarm{Name: wake.name, Due: due, Attempt: attempt}
+		alarm = Alarm{Name: wake.Name, Due: due, Attempt: attempt}
 		msg = alarm
 	}
 	c, reply, perr, err := p.run(env, b, msg)
