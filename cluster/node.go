@@ -25,10 +25,10 @@ import (
 // forwarding every other message to the node that owns its subtree. It is
 // safe for concurrent use.
 //
-// Goroutines, each owned by the Node and stopped by Close: the watch of
-// the table (watch), the lease's renewal (keepAlive), the controller
-// campaign (control), the planned moves this node runs (one per move), and
-// one per request being served for another node (at most
+// Goroutines, each owned by the Node and stopped and waited for by Close:
+// the watch of the table (watch), the lease's renewal (keepAlive), the
+// controller campaign (control), the planned moves this node runs (one per
+// move), and one per request being served for another node (at most
 // Config.MaxInflight).
 //
 // Lock order: ownMu, then mu or the table's lock (never both); the
@@ -619,6 +619,11 @@ func (n *Node) close(ctx context.Context) error {
 		cancel()
 	}
 	n.running.Wait()
+	// The requests being served for other nodes end quickly now that the
+	// System is closed: wait for them by taking every slot.
+	for range cap(n.sem) {
+		n.sem <- struct{}{}
+	}
 	if n.rem != nil {
 		n.rem.Shutdown(false)
 	}
