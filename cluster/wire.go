@@ -35,11 +35,10 @@ const chunkSize = 512 << 10
 
 type request struct {
 	Path     string `json:"path"`
-	Name     string `json:"name"`            // registered message name
-	Epoch    uint64 `json:"epoch"`           // the epoch the sender believes the owner has
-	Deadline int64  `json:"deadline_ms"`     // time the sender waits, in milliseconds
-	From     string `json:"from,omitempty"`  // sending node, for logs
-	Trace    string `json:"trace,omitempty"` // reserved
+	Name     string `json:"name"`           // registered message name
+	Epoch    uint64 `json:"epoch"`          // the epoch the sender believes the owner has
+	Deadline int64  `json:"deadline_ms"`    // time the sender waits, in milliseconds
+	From     string `json:"from,omitempty"` // sending node, for logs
 }
 
 type reply struct {
