@@ -4,7 +4,7 @@ DATA        ?= data/mail
 FUZZTIME    ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test e2e bench bench-quick lint fuzz bank-crash bench-cluster
+.PHONY: run test e2e bench bench-quick bench-scale lint fuzz bank-crash bench-cluster
 
 ## run: the flagship example, a mail system, on $(DATA)
 run:
@@ -31,6 +31,10 @@ bench:
 ## bench-quick: the comparison harness, every system but PostgreSQL, in under a minute
 bench-quick:
 	cd bench && $(GO) run . -quick
+
+## bench-scale: the scale benchmark: 100,000 parts on disk, at most 2,000 open, zipfian and uniform streams, and the zipfian one over as many parts as the descriptor limit keeps open (about 4 minutes on 2 cores)
+bench-scale:
+	cd bench && $(GO) run . scale
 
 ## bench-cluster: requests served by another node (over protoactor-go's remote) against the same requests served locally, p50/p99 and msgs/s
 bench-cluster:

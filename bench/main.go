@@ -2,6 +2,9 @@
 // systems it is compared with, in one run on one machine: N parts, each a
 // counter in its own store, each request a read-modify-write of one part's
 // counter whose reply is released after the commit. See README.md.
+//
+// "bench scale" runs the scale benchmark instead (scale.go): 100,000 parts
+// on disk, a cap on the parts open at once, zipfian and uniform streams.
 package main
 
 import (
@@ -96,6 +99,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "scale" {
+		return runScale(args[1:], stdout, stderr) // the scale benchmark: scale.go
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
