@@ -201,6 +201,9 @@ func (n *Node) forward(ctx context.Context, o ownerEntry, addr string, p actors.
 // call sends one frame to the gateway at addr and waits for its answer.
 // Only this goroutine waits on the future.
 func (n *Node) call(ctx context.Context, node, addr string, frame []byte, timeout time.Duration) (reply, []byte, error) {
+	if info, live := n.tab.node(node); !live || info.Addr != addr {
+		return reply{}, nil, fmt.Errorf("%w: node %s is down", ErrUnavailable, node)
+	}
 	pid := actor.NewPID(addr, gatewayName)
 	f := n.as.Root.RequestFuture(pid, &wrapperspb.BytesValue{Value: frame}, timeout)
 	type res struct {

@@ -197,13 +197,15 @@ func (n *Node) runMove(unit string, mv moveReq) (err error) {
 	if err != nil {
 		return err
 	}
+	in := install{Move: mv.ID, Unit: unit, Files: files}
 	for i := range files {
 		if err := n.sendFile(ctx, mv, target.Addr, stage, &files[i]); err != nil {
+			n.callInstall(ctx, mv.To, target.Addr, opAbort, in) // best effort; its restart clears it too
 			return err
 		}
 	}
-	in := install{Move: mv.ID, Unit: unit, Files: files}
 	if err := n.callInstall(ctx, mv.To, target.Addr, opInstall, in); err != nil {
+		n.callInstall(ctx, mv.To, target.Addr, opAbort, in)
 		return fmt.Errorf("installing on %s: %w", mv.To, err)
 	}
 	// From here this node acknowledges nothing more for the unit.

@@ -480,6 +480,49 @@ func TestProcesses(t *testing.T) {
 		r := other.call("balance", "bank/b3/acct", 0, 0)
 		return r.Error == "" && r.Value == before
 	})
+
+	// A move whose target freezes fails; the subtree stays with its owner,
+	// with everything acknowledged meanwhile, and serves on.
+	owners = procs[0].owners()
+	src := byName(owners["bank/b4"].Node)
+	var dst, client *nodeProc
+	for _, p := range procs {
+		switch {
+		case p == src:
+		case dst == nil:
+			dst = p
+		default:
+			client = p
+		}
+	}
+	before = client.must("balance", "bank/b4/acct", 0)
+	acked.Store(0)
+	ctx, stop = context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if r := client.call("deposit", "bank/b4/acct", 1, 0); r.Error == "" {
+				acked.Add(1)
+			}
+		}
+	}()
+	dst.signal(syscall.SIGSTOP)
+	out, err = exec.Command(fractal, "move", "-etcd", strings.Join(etcd, ","), "bank/b4", dst.name).CombinedOutput()
+	dst.signal(syscall.SIGCONT)
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	wg.Wait()
+	if err == nil || !strings.Contains(string(out), "move failed") {
+		t.Fatalf("a move to a frozen node: %v\n%s", err, out)
+	}
+	t.Logf("move to a frozen node: %s", strings.TrimSpace(string(out)))
+	if o := client.owners()["bank/b4"]; o != owners["bank/b4"] {
+		t.Fatalf("after a failed move bank/b4 is %+v, want %+v", o, owners["bank/b4"])
+	}
+	if got := client.must("balance", "bank/b4/acct", 0); got != before+int(acked.Load()) {
+		t.Fatalf("after a failed move bank/b4 = %d, want %d + %d acknowledged", got, before, acked.Load())
+	}
 	t.Logf("all checked in %v", time.Since(start).Round(time.Millisecond))
 	for _, p := range procs {
 		if w, ok := p.cmd.Stderr.(*prefixWriter); ok {
