@@ -183,7 +183,9 @@ func (a *partActor) Receive(c actor.Context) {
 		p.stopping = true
 		p.mu.Unlock()
 		if p.kind != nil {
-			p.sys.parts.CompareAndDelete(p.path.String(), p)
+			if p.sys.parts.CompareAndDelete(p.path.String(), p) {
+				p.sys.passivator.active.Add(-1)
+			}
 		}
 		// A part stopped after a failure has a suspended mailbox: resume
 		// it, so that the messages still queued there reach
@@ -374,6 +376,7 @@ func (p *part) spawn(c actor.Context, seg string) *part {
 	p.nchildren.Add(1)
 	child.lastActive.Store(time.Now().UnixNano())
 	p.sys.parts.Store(cp.String(), child)
+	p.sys.activated()
 	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {
 		p.logger().Error("supervision", "child", seg, "err", err)
 	}

@@ -3,6 +3,7 @@ package actors
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -27,8 +28,27 @@ func (k *kindSpec) idleTimeout() time.Duration {
 // the cap, and asks them to passivate.
 type passivator struct {
 	stop chan struct{}
+	kick chan struct{} // capacity 1: more parts are active than the cap allows
 	wg   sync.WaitGroup
 	once sync.Once
+
+	active atomic.Int64 // parts active (registered in System.parts)
+}
+
+// kickInterval is the shortest time between two passes asked by kicks.
+const kickInterval = 10 * time.Millisecond
+
+// activated counts a part that became active and, when that puts the
+// system over its cap, asks the passivator for a pass at once rather than
+// at its next tick: a burst of activations must not run the process out of
+// descriptors.
+func (s *System) activated() {
+	if n := s.passivator.active.Add(1); s.maxActive > 0 && n > int64(s.maxActive) {
+		select {
+		case s.passivator.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // passivationInterval is how often the passivator looks: a quarter of the
@@ -45,18 +65,27 @@ func (s *System) passivationInterval() time.Duration {
 
 func (s *System) startPassivator() {
 	s.passivator.stop = make(chan struct{})
+	s.passivator.kick = make(chan struct{}, 1)
 	every := s.passivationInterval()
 	s.passivator.wg.Add(1)
 	go func() {
 		defer s.passivator.wg.Done()
 		t := time.NewTicker(every)
 		defer t.Stop()
+		var last time.Time
 		for {
 			select {
 			case <-s.passivator.stop:
 				return
 			case now := <-t.C:
 				s.passivateIdle(now)
+				last = now
+			case <-s.passivator.kick:
+				if wait := kickInterval - time.Since(last); wait > 0 {
+					time.Sleep(wait) // at most one pass per kickInterval
+				}
+				last = time.Now()
+				s.passivateIdle(last)
 			}
 		}
 	}()
@@ -98,8 +127,10 @@ func (s *System) passivateIdle(now time.Time) {
 		return 0
 	})
 	excess := 0
-	if s.maxActive > 0 {
-		excess = active - s.maxActive
+	if s.maxActive > 0 && active > s.maxActive {
+		// Down to 95% of the cap, so that a stream of activations asks
+		// for a pass every few dozen activations, not every one.
+		excess = active - s.maxActive + s.maxActive/20
 	}
 	for i, p := range cands {
 		timeout := p.kind.idleTimeout()

@@ -102,3 +102,28 @@ func TestCapOnActiveParts(t *testing.T) {
 		}
 	}
 }
+
+// A burst of activations over the cap is passivated as it comes, not at the
+// passivator's next tick (a second here, with parts that never idle out):
+// the number of active parts stays close to the cap throughout, so that a
+// cap derived from the descriptor limit keeps the process within it.
+func TestCapHoldsDuringABurst(t *testing.T) {
+	in := &incarnations{n: map[string]int{}}
+	const maxActive, parts = 10, 60
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, -1, -1), MaxActiveParts: maxActive})
+	peak := 0
+	for i := range parts {
+		h.MustRequest(fmt.Sprintf("s/p%02d", i), add{1})
+		n := 0
+		for j := range i + 1 {
+			if h.System().Active(fmt.Sprintf("s/p%02d", j)) {
+				n++
+			}
+		}
+		peak = max(peak, n)
+	}
+	if peak > 2*maxActive {
+		t.Fatalf("%d parts active at once with a cap of %d", peak, maxActive)
+	}
+	t.Logf("peak %d active leaves with a cap of %d", peak, maxActive)
+}

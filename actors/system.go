@@ -59,7 +59,9 @@ type Options struct {
 	// least recently used idle leaves are passivated. Zero means a default
 	// derived from the process's file-descriptor limit, since an open part
 	// holds three descriptors (its file, its log, its shared memory):
-	// (soft RLIMIT_NOFILE - 256) / 3, at least 16. Negative means no cap.
+	// (soft RLIMIT_NOFILE - 256) × 0.9 / 3, at least 16. Negative means no
+	// cap. An activation that puts the system over the cap asks for a pass
+	// at once (at most one per 10 ms), which passivates down to 95% of it.
 	MaxActiveParts int
 
 	// MaxBatchDelay bounds how long a part keeps a batch open while more
