@@ -37,7 +37,7 @@ import (
 // embedded in the test process. Each node has an HTTP API on a loopback
 // port through which the test sends requests (see examples/cluster/node.go).
 
-const procTTL = 2 * time.Second
+const procTTL = 3 * time.Second
 
 type nodeProc struct {
 	t    *testing.T

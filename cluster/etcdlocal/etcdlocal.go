@@ -64,7 +64,7 @@ func Start(ctx context.Context, dir string, n int) (*Cluster, error) {
 		cfg.InitialClusterToken = "fractal-local"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		cfg.UnsafeNoFsync = true
-		cfg.TickMs, cfg.ElectionMs = 50, 500
+		cfg.TickMs, cfg.ElectionMs = 100, 1000 // etcd's defaults: fewer spurious elections on a loaded machine
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			c.Close()
