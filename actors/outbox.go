@@ -1067,32 +1067,13 @@ func (p *part) pruneDurable(tx *persistence.Tx) error {
 	return err
 }
 
-// activateOutbox runs when p opens: it forgets what the last incarnation
-// had in flight, prunes old lanes and inbox rows, and, when messages wait in
-// the outbox, makes sure the alarm index knows and starts delivering them.
-func (p *part) activateOutbox() error {
-	p.ob.reset()
+// activateOutbox runs when p opens a file that has the runtime's outbox
+// or inbox tables: it forgets what the last incarnation had in flight,
+// prunes old lanes and inbox rows, and, when messages wait in the outbox,
+// makes sure the alarm index knows and starts delivering them.
+func (p *part) activateOutbox(outbox bool) error {
 	var pending bool
 	err := p.db.Update(context.Background(), func(tx *persistence.Tx) error {
-		rows, err := tx.QueryContext(context.Background(), `SELECT name FROM sqlite_schema WHERE name IN (?, ?)`, outboxTable, inboxTable)
-		if err != nil {
-			return err
-		}
-		var outbox, inbox bool
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				rows.Close()
-				return err
-			}
-			outbox, inbox = outbox || name == outboxTable, inbox || name == inboxTable
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if !outbox && !inbox {
-			return nil
-		}
 		if err := p.pruneDurable(tx); err != nil {
 			return err
 		}

@@ -388,3 +388,15 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// A part restarted by its parent sends durable messages again: its
+// outbox's in-memory state starts over with the new incarnation.
+func TestSendDurableAfterRestart(t *testing.T) {
+	h, _, _ := durableHarness(t, actors.Options{})
+	h.MustRequest("d/a", dSend{To: "d/b", N: []int{1}})
+	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.Restart("d/a")
+	h.MustRequest("d/a", dSend{To: "d/b", N: []int{2}})
+	actortest.Eventually(t, func() bool { return h.QueryInt("d/b", `SELECT n FROM counter`) == 3 })
+	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+}

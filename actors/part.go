@@ -600,9 +600,18 @@ func (p *part) activate() error {
 		})
 	}
 	p.db, p.handler = db, h
-	p.registerAlarms()
-	if err := p.activateOutbox(); err != nil {
-		p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
+	p.ob.reset() // a restarted part's outbox state was stopped with it
+	tables, err := p.runtimeTables()
+	if err != nil {
+		p.logger().Error("reading the runtime's tables", "err", err)
+	}
+	if tables[alarmsTable] {
+		p.registerAlarms()
+	}
+	if tables[outboxTable] || tables[inboxTable] {
+		if err := p.activateOutbox(tables[outboxTable]); err != nil {
+			p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
+		}
 	}
 	if p.sys.barrier != nil {
 		// The file, its migrations and Activate's writes were committed
@@ -1061,6 +1070,29 @@ func (p *part) settleAlarm(name string, due time.Time) {
 // registerAlarms notes p's alarms in the System's index when p opens, so
 // that an index that lost entries (a file restored from a backup, an index
 // deleted) heals with every activation.
+// runtimeTables reports which of the runtime's lazily created tables p's
+// file has, in one query: most parts have none, and then activation reads
+// nothing more.
+func (p *part) runtimeTables() (map[string]bool, error) {
+	tables := map[string]bool{}
+	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
+		rows, err := tx.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?, ?)`, alarmsTable, outboxTable, inboxTable)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				return err
+			}
+			tables[name] = true
+		}
+		return rows.Err()
+	})
+	return tables, err
+}
+
 func (p *part) registerAlarms() {
 	type alarm struct {
 		name string
@@ -1068,9 +1100,6 @@ func (p *part) registerAlarms() {
 	}
 	var alarms []alarm
 	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
-		if ok, err := hasTable(tx, alarmsTable); err != nil || !ok {
-			return err
-		}
 		rows, err := tx.Query(`SELECT name, due FROM ` + alarmsTable)
 		if err != nil {
 			return err
