@@ -4,7 +4,7 @@ DATA        ?= data/mail
 FUZZTIME    ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test e2e bench bench-quick bench-scale lint fuzz bank-crash bench-cluster
+.PHONY: run test e2e bench bench-quick bench-scale lint fuzz chaos bank-crash bench-cluster
 
 ## run: the flagship example, a mail system, on $(DATA)
 run:
@@ -55,3 +55,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePath$$' -fuzztime $(FUZZTIME) ./actors/
 	$(GO) test -run '^$$' -fuzz '^FuzzSegmentEncoding$$' -fuzztime $(FUZZTIME) ./actors/
 	$(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./actors/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./actors/
+	$(GO) test -run '^$$' -fuzz '^FuzzCommand$$' -fuzztime $(FUZZTIME) ./cmd/fractal/
+
+## chaos: the reliability suite in full, figures in docs/RELIABILITY.md: 200 kill -9 cycles, disk full (mounts a tmpfs: run as root), file faults, a flood, 10,000 parts under ulimit -n 256, unknown messages, every fuzz target, read-only commands (about 20 minutes on 2 cores)
+chaos:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) $(CURDIR)/.ci/chaos.sh
