@@ -206,3 +206,56 @@ func TestReadOnlyMessageCausesNoSync(t *testing.T) {
 		t.Fatalf("a write caused %d syncs, want 1", after-before)
 	}
 }
+
+// A part reopened from a file that was synced, with nothing of its own or
+// of its parent's waiting for a sync, answers a read at once; a part
+// stopped while its last commit still waits for the sync makes its next
+// incarnation's first reply wait for that sync.
+func TestReopenWaitsOnlyForWhatIsNotSynced(t *testing.T) {
+	s, g := gatedSystem(t)
+	t.Cleanup(func() { // before Close, should the test fail with a sync held
+		if g.closed.Load() {
+			g.open()
+			g.release <- struct{}{}
+		}
+	})
+	ctx := context.Background()
+	if _, err := s.Request(ctx, "c/x", incr{}); err != nil {
+		t.Fatal(err)
+	}
+	restartParent := func() {
+		t.Helper()
+		if err := s.Restart(ctx, "c"); err != nil {
+			t.Fatal(err)
+		}
+		for s.Active("c/x") {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	restartParent() // c/x stops with its commit synced
+	g.close(t, s)
+	select {
+	case r := <-request(s, "c/x", read{}):
+		if r.err != nil || r.val != 1 {
+			t.Fatalf("read after reopen with nothing to sync: %v, %v", r.val, r.err)
+		}
+	case <-g.enter:
+		t.Fatal("the reply of a part reopened from a synced file waited for a sync")
+	}
+
+	// A write whose sync is held, then a stop: the next incarnation's
+	// read waits for that sync.
+	w := request(s, "c/x", incr{})
+	<-g.enter
+	restartParent()
+	r := request(s, "c/x", read{})
+	notYet(t, r, "the first reply of a part reopened over an unsynced commit")
+	g.open()
+	g.release <- struct{}{}
+	if res := <-w; res.err != nil || res.val != 2 {
+		t.Fatalf("write: %v, %v", res.val, res.err)
+	}
+	if res := <-r; res.err != nil || res.val != 2 {
+		t.Fatalf("read: %v, %v", res.val, res.err)
+	}
+}

@@ -199,6 +199,7 @@ func (a *partActor) Receive(c actor.Context) {
 	case *actor.Stopped:
 		p.stopTimers(true)
 		p.closeDB()
+		p.sys.noteStopped(p)
 		p.failPending()
 		if p.passivating {
 			p.sys.passivations.Add(1)
@@ -443,10 +444,14 @@ func (p *part) recordChild(seg string) {
 	p.commit()
 	db, err := p.childrenDB()
 	if err == nil {
-		err = db.Update(context.Background(), func(tx *persistence.Tx) error {
-			_, err := record(tx)
+		var wrote bool
+		err = db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
+			wrote, err = record(tx)
 			return err
 		})
+		if err == nil && wrote {
+			p.afterSync(func(error) {}) // counted until synced: see activate
+		}
 	}
 	if err != nil {
 		p.logger().Error("recording a child in its parent's file", "child", seg, "err", err)
@@ -571,9 +576,12 @@ func (p *part) activate() error {
 		db.Close()
 		return fmt.Errorf("%w: %s: kind %q returned a nil handler", ErrActivation, p.path, p.kind.Name)
 	}
+	wrote := db.WroteAtOpen()
 	if act, ok := h.(Activator); ok {
 		var out []*envelope
+		var atx *persistence.Tx
 		err := db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
+			atx = tx
 			c := &Context{ctx: context.Background(), part: p, tx: tx}
 			defer func() {
 				c.end()
@@ -589,6 +597,7 @@ func (p *part) activate() error {
 			db.Close()
 			return fmt.Errorf("%w: %s: activate: %w", ErrActivation, p.path, err)
 		}
+		wrote = wrote || atx.Wrote()
 		p.afterSync(func(err error) {
 			if err != nil {
 				p.logger().Error("messages sent by Activate dropped", "err", err)
@@ -613,13 +622,40 @@ func (p *part) activate() error {
 			p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
 		}
 	}
-	if p.sys.barrier != nil {
+	if p.sys.barrier != nil && (wrote || p.unsynced.Load() > 0 || p.parent.unsynced.Load() > 0 || p.sys.stoppedUnsynced(p.path)) {
 		// The file, its migrations and Activate's writes were committed
-		// without a sync: what the first replies read waits for one.
+		// without a sync, or the parent's record of p, or the last commits
+		// of p before a restart or passivation, may still wait for theirs: what the
+		// first replies read waits for one. A file opened as it was, whose
+		// last writer and parent have nothing waiting for a sync, is
+		// durable as it is.
 		p.afterSync(func(error) {})
 	}
 	p.logger().Debug("part activated", "kind", p.kind.Name, "version", db.Version())
 	return nil
+}
+
+// noteStopped remembers p, stopped, while commits of its still wait for
+// the barrier, so that its next incarnation's first replies wait too.
+func (s *System) noteStopped(p *part) {
+	if p.kind != nil && p.unsynced.Load() > 0 {
+		s.stoppedParts.Store(p.path.String(), p)
+		if p.unsynced.Load() == 0 { // synced meanwhile
+			s.stoppedParts.CompareAndDelete(p.path.String(), p)
+		}
+	}
+}
+
+// synced forgets p once none of its commits waits for the barrier.
+func (s *System) synced(p *part) {
+	s.stoppedParts.CompareAndDelete(p.path.String(), p)
+}
+
+// stoppedUnsynced reports whether a stopped incarnation of the part at
+// path has commits still waiting for the barrier.
+func (s *System) stoppedUnsynced(path Path) bool {
+	v, ok := s.stoppedParts.Load(path.String())
+	return ok && v.(*part).unsynced.Load() > 0
 }
 
 // afterSync runs fn once what p committed so far is durable: at once
@@ -640,7 +676,9 @@ func (p *part) afterSync(fn func(error)) {
 		if m != nil {
 			m.barrierWait.Observe(time.Since(handed).Seconds())
 		}
-		p.unsynced.Add(-1)
+		if p.unsynced.Add(-1) == 0 {
+			p.sys.synced(p)
+		}
 		if p.deferred.Swap(false) {
 			p.post(flushBatch{})
 		}
@@ -923,7 +961,9 @@ func (p *part) commit() {
 	}
 	barrier.After(func(err error) {
 		if wrote {
-			p.unsynced.Add(-1) // synced: what comes after need not wait
+			if p.unsynced.Add(-1) == 0 { // synced: what comes after need not wait
+				p.sys.synced(p)
+			}
 		}
 		if p.deferred.Swap(false) {
 			p.post(flushBatch{})

@@ -195,6 +195,7 @@ type System struct {
 	parts      sync.Map // Path.String() -> *part, every active part
 
 	barrier      *persistence.Barrier // PowerLoss only
+	stoppedParts sync.Map             // Path.String() -> *part stopped with commits not synced yet
 	metrics      *metrics             // nil without Options.Registerer
 	messages     atomic.Uint64
 	commits      atomic.Uint64

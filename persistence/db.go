@@ -101,9 +101,10 @@ type Options struct {
 // call would wait for the goroutine's own transaction until its context is
 // done.
 type DB struct {
-	path     string
-	readOnly bool
-	version  int
+	path        string
+	readOnly    bool
+	version     int
+	wroteAtOpen bool // see WroteAtOpen
 
 	sqlDB *sql.DB
 	conn  *sql.Conn
@@ -341,7 +342,9 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 		if err := db.migrate(ctx, o.Migrations); err != nil {
 			return err
 		}
+		db.wroteAtOpen = true
 	}
+	db.wroteAtOpen = db.wroteAtOpen || created
 	if unsynced {
 		if err := db.execSetup(ctx, "PRAGMA synchronous = "+o.Sync.String()); err != nil {
 			return err
@@ -417,6 +420,11 @@ func (db *DB) abandon() {
 
 // Path returns the path given to [Open]. It keeps working after Close.
 func (db *DB) Path() string { return db.path }
+
+// WroteAtOpen reports whether Open changed the file: created it, or applied
+// migrations. A caller that syncs commits by other means (a Barrier) knows
+// from it whether an opened file may hold writes not synced yet.
+func (db *DB) WroteAtOpen() bool { return db.wroteAtOpen }
 
 // Version returns the schema version of the file (PRAGMA user_version) as
 // it was once Open had applied the migrations. For a read-only DB it is the
