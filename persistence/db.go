@@ -414,6 +414,9 @@ func (db *DB) registerRollbackHook() error {
 // abandon releases the connection of a DB whose Open failed.
 func (db *DB) abandon() {
 	db.closed.Store(true)
+	db.mu.Lock()
+	db.closeStmtsLocked() // a cached statement keeps the file open
+	db.mu.Unlock()
 	_ = db.conn.Close()
 	_ = db.sqlDB.Close()
 }
