@@ -295,6 +295,9 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 		if err := db.execSetup(ctx, "PRAGMA query_only = 1"); err != nil {
 			return err
 		}
+		if err := db.registerReadOnlyAuthorizer(); err != nil {
+			return fmt.Errorf("persistence: open %s: %w", db.path, err)
+		}
 	}
 
 	// The version check comes before anything that could write to the
@@ -382,6 +385,47 @@ func (db *DB) userVersion(ctx context.Context) (int, error) {
 func (db *DB) tooNew(version, known int) error {
 	return fmt.Errorf("%w: %s is at schema version %d, this program knows versions up to %d",
 		ErrSchemaTooNew, db.path, version, known)
+}
+
+// registerReadOnlyAuthorizer makes SQLite refuse, on a read-only
+// connection, every statement that could write anywhere: query_only and
+// the read-only open mode protect the main file only, and a query could
+// otherwise set a pragma back (PRAGMA query_only = 0) or ATTACH another file
+// read-write. Reads, functions, transactions and pragmas that only read
+// are allowed.
+func (db *DB) registerReadOnlyAuthorizer() error {
+	return db.conn.Raw(func(dc any) error {
+		r, ok := dc.(sqlite.AuthorizerRegisterer)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no authorizer", dc)
+		}
+		return r.RegisterAuthorizer(func(action sqlite.AuthorizerActionCode, arg1, arg2, _, _ string) sqlite.AuthorizerReturnCode {
+			switch action {
+			case sqlite.AuthRead, sqlite.AuthSelect, sqlite.AuthFunction, sqlite.AuthTransaction,
+				sqlite.AuthSavepoint, sqlite.AuthRecursive:
+				return sqlite.AuthorizerOK
+			case sqlite.AuthPragma:
+				name := strings.ToLower(arg1)
+				if (arg2 == "" && !writingPragma[name]) || inspectingPragma[name] {
+					return sqlite.AuthorizerOK // a pragma that reports, not one that sets
+				}
+			}
+			return sqlite.AuthorizerDeny
+		})
+	})
+}
+
+// inspectingPragma lists the pragmas whose argument names what to look
+// at, not a value to set.
+var inspectingPragma = map[string]bool{
+	"integrity_check": true, "quick_check": true, "foreign_key_check": true, "foreign_key_list": true,
+	"index_info": true, "index_list": true, "index_xinfo": true, "table_info": true, "table_xinfo": true, "table_list": true,
+}
+
+// writingPragma lists the pragmas that change something even without an
+// argument.
+var writingPragma = map[string]bool{
+	"incremental_vacuum": true, "optimize": true, "shrink_memory": true, "wal_checkpoint": true,
 }
 
 // registerRollbackHook makes SQLite report every transaction rollback, in

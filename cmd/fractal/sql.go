@@ -12,6 +12,9 @@ import (
 	"text/tabwriter"
 	"unicode/utf8"
 
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -112,10 +115,22 @@ func queryPart(ctx context.Context, file, query string) (result, error) {
 		}
 		return rows.Err()
 	})
-	if err != nil && (strings.Contains(err.Error(), "readonly database") || strings.Contains(err.Error(), "query_only")) {
+	if refusedWrite(err) {
 		err = fmt.Errorf("%w (%v)", errWriteRefused, err)
 	}
 	return r, err
+}
+
+// refusedWrite reports whether SQLite refused err's statement because it
+// would write: the file is read-only (SQLITE_READONLY), or the read-only
+// connection's authorizer denied it (SQLITE_AUTH).
+func refusedWrite(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	code := se.Code() & 0xff // the primary code
+	return code == sqlite3.SQLITE_READONLY || code == sqlite3.SQLITE_AUTH
 }
 
 func printable(v any) any {
