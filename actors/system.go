@@ -233,6 +233,33 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Options first: a refused Open touches nothing.
+	switch {
+	case opts.Durability < PowerLoss || opts.Durability > ProcessCrash:
+		return nil, fmt.Errorf("actors: unknown durability %d", int(opts.Durability))
+	case opts.MaxMailbox < 0:
+		return nil, fmt.Errorf("actors: negative MaxMailbox %d", opts.MaxMailbox)
+	case opts.MaxBatch < 0:
+		return nil, fmt.Errorf("actors: negative MaxBatch %d", opts.MaxBatch)
+	case opts.MaxBatchDelay < 0:
+		return nil, fmt.Errorf("actors: negative MaxBatchDelay %v", opts.MaxBatchDelay)
+	}
+	if opts.MaxMailbox == 0 {
+		opts.MaxMailbox = DefaultMaxMailbox
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.MaxBatchDelay == 0 {
+		opts.MaxBatchDelay = DefaultMaxBatchDelay
+	}
+	if err := opts.Delivery.setDefaults(); err != nil {
+		return nil, err
+	}
+	maxActive := opts.MaxActiveParts
+	if maxActive == 0 {
+		maxActive = defaultMaxActive()
+	}
 	if dir == "" {
 		return nil, errors.New("actors: empty data directory")
 	}
@@ -262,32 +289,6 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		unlockDir(lock)
 		return nil, err
 	}
-	switch {
-	case opts.Durability < PowerLoss || opts.Durability > ProcessCrash:
-		return nil, fmt.Errorf("actors: unknown durability %d", int(opts.Durability))
-	case opts.MaxMailbox < 0:
-		return nil, fmt.Errorf("actors: negative MaxMailbox %d", opts.MaxMailbox)
-	case opts.MaxBatch < 0:
-		return nil, fmt.Errorf("actors: negative MaxBatch %d", opts.MaxBatch)
-	case opts.MaxBatchDelay < 0:
-		return nil, fmt.Errorf("actors: negative MaxBatchDelay %v", opts.MaxBatchDelay)
-	}
-	if opts.MaxMailbox == 0 {
-		opts.MaxMailbox = DefaultMaxMailbox
-	}
-	if opts.MaxBatch == 0 {
-		opts.MaxBatch = DefaultMaxBatch
-	}
-	if opts.MaxBatchDelay == 0 {
-		opts.MaxBatchDelay = DefaultMaxBatchDelay
-	}
-	if err := opts.Delivery.setDefaults(); err != nil {
-		return nil, err
-	}
-	maxActive := opts.MaxActiveParts
-	if maxActive == 0 {
-		maxActive = defaultMaxActive()
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -313,6 +314,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 			if barrier != nil {
 				barrier.Close()
 			}
+			alarms.db.Close()
 			unlockDir(lock)
 			return nil, fmt.Errorf("actors: registering metrics: %w", err)
 		}
