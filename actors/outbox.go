@@ -548,7 +548,8 @@ func (p *part) deliverResult(rows []outRow, through int, err error, took time.Du
 	p.sys.deliver(&envelope{to: p.path, from: p.path, msg: outboxResult{rows: rows, through: through, err: err, took: took}, ctx: context.Background()})
 }
 
-// runOutbox handles a runtime message for p's outbox in b's transaction.
+// runOutbox handles a runtime message (about p's outbox, dead letters or
+// children) in b's transaction.
 // The deliveries it decides are sent after b is durable.
 func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 	sp, err := b.tx.Savepoint()
@@ -566,6 +567,8 @@ func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 		err = p.settleDelivery(b, m)
 	case deadLetterOp:
 		val, err = p.deadLetterOp(b, m)
+	case forgetChild:
+		err = p.forgetChildTx(b, m.seg)
 	}
 	if err != nil {
 		if rerr := sp.Rollback(); rerr != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,8 @@ type part struct {
 	pending   map[string][]*envelope // messages for children that are stopping
 	stash     []*envelope            // messages received while restarting
 	sup       *supervisor.Supervisor // decisions about the children (see supervisorOf)
+
+	recorded bool // its parent's record of it predates this activation: its file must exist
 
 	ob         outbox       // durable deliveries in flight (guarded by its own mutex)
 	durableOut atomic.Int64 // outbox rows up to this id are durable (set as batches are released)
@@ -345,8 +348,9 @@ func (p *part) route(c actor.Context, env *envelope) {
 		if p.sys.holdForDrain(env.next().Ancestor(p.path.Depth()+1), env) {
 			return // not activated while its subtree is drained (see Drain)
 		}
-		p.recordChild(seg)
+		known := p.recordChild(seg)
 		child = p.spawn(c, seg)
+		child.recorded = known
 	}
 	if child.post(env) {
 		return
@@ -403,7 +407,7 @@ const childrenTable = "_fractal_children"
 //
 // When p's file cannot be written the child is activated anyway and the
 // failure is logged: serving the child matters more than listing it.
-func (p *part) recordChild(seg string) {
+func (p *part) recordChild(seg string) (known bool) {
 	// record writes seg in tx unless it is there already; it reports
 	// whether it wrote.
 	record := func(tx *persistence.Tx) (bool, error) {
@@ -433,7 +437,7 @@ func (p *part) recordChild(seg string) {
 					if wrote {
 						p.commit()
 					}
-					return
+					return !wrote
 				}
 			} else {
 				err = errors.Join(err, sp.Rollback())
@@ -452,10 +456,26 @@ func (p *part) recordChild(seg string) {
 		if err == nil && wrote {
 			p.afterSync(func(error) {}) // counted until synced: see activate
 		}
+		known = err == nil && !wrote
 	}
 	if err != nil {
 		p.logger().Error("recording a child in its parent's file", "child", seg, "err", err)
 	}
+	return known
+}
+
+// forgetChild is what a child whose first activation failed before its
+// file existed asks its parent, in an envelope: to drop its record, so that
+// the record keeps meaning "this part has a file" (see activate).
+type forgetChild struct{ seg string }
+
+// forgetChildTx drops seg's record in b's transaction.
+func (p *part) forgetChildTx(b *batch, seg string) error {
+	if ok, err := hasTable(b.tx, childrenTable); err != nil || !ok {
+		return err
+	}
+	_, err := b.tx.ExecContext(context.Background(), `DELETE FROM `+childrenTable+` WHERE name = ?`, seg)
+	return err
 }
 
 // childrenDB returns the file that records p's children: p's own file, or,
@@ -557,6 +577,33 @@ func (p *part) open() error {
 }
 
 func (p *part) activate() error {
+	file := p.path.File(p.sys.dir)
+	_, err := os.Stat(file)
+	existed := err == nil
+	if !existed && p.recorded {
+		// Its parent recorded it, which it does before the part creates
+		// its file, and forgets when that creation fails: the file was
+		// there and is gone. Starting it empty would lose silently what it
+		// acknowledged.
+		return fmt.Errorf("%w: %s: %w: %s (restore it from a backup, or delete the part's row in its parent's %s to start it empty)",
+			ErrActivation, p.path, ErrFileMissing, file, childrenTable)
+	}
+	err = p.create()
+	if err != nil && !existed && p.parent.kind != nil {
+		if _, serr := os.Stat(file); serr != nil { // still no file
+			p.sys.inflight.add()
+			p.sys.deliver(&envelope{to: p.parent.path, from: p.path, msg: forgetChild{p.path.Name()}, ctx: context.Background()})
+		}
+	}
+	if err == nil {
+		p.recorded = true
+	}
+	return err
+}
+
+// create opens (creating it if needed) p's file and makes p ready to
+// handle messages.
+func (p *part) create() error {
 	if err := p.sys.ensureDir(p.path); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
 	}
@@ -778,7 +825,7 @@ func (p *part) handle(env *envelope) {
 	b := p.batch
 	b.n++
 	switch m := env.msg.(type) {
-	case outboxPump, outboxResult, deadLetterOp:
+	case outboxPump, outboxResult, deadLetterOp, forgetChild:
 		p.runOutbox(env, b, m)
 		return
 	case alarmWake:

@@ -555,9 +555,13 @@ func TestCorruptFileFailsAlone(t *testing.T) {
 		h.MustRequest(p, add{3})
 	}
 	h.Close()
+	good, err := os.ReadFile(h.File("c/a/y"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	corrupt(t, h.File("c/a/y"))
 	h.Reopen()
-	_, err := h.Request("c/a/y", get{})
+	_, err = h.Request("c/a/y", get{})
 	if err == nil || !strings.Contains(err.Error(), "c/a/y") || !errors.Is(err, actors.ErrActivation) || !errors.Is(err, persistence.ErrCorrupt) {
 		t.Fatalf("request to the corrupt part: %v; want ErrActivation and ErrCorrupt naming c/a/y", err)
 	}
@@ -574,11 +578,19 @@ func TestCorruptFileFailsAlone(t *testing.T) {
 	if _, err := h.Request("c/a/y", add{1}); !errors.Is(err, persistence.ErrCorrupt) {
 		t.Fatalf("second request: %v", err)
 	}
+	// Deleting the file does not make an empty part of it: its parent
+	// knows it had one.
+	os.Remove(h.File("c/a/y"))
+	if _, err := h.Request("c/a/y", get{}); !errors.Is(err, actors.ErrFileMissing) {
+		t.Fatalf("request to a part whose file was deleted: %v", err)
+	}
 	// Restore a good file: the part recovers at its next message (the
 	// cleanup's integrity check needs a good file too).
-	os.Remove(h.File("c/a/y"))
-	if got := counter(t, h, "c/a/y"); got != 0 {
-		t.Fatalf("recreated part = %d", got)
+	if err := os.WriteFile(h.File("c/a/y"), good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter(t, h, "c/a/y"); got != 3 {
+		t.Fatalf("restored part = %d, want 3", got)
 	}
 }
 
