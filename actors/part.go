@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -556,6 +557,38 @@ func (p *part) restartChild(c actor.Context, m *restartChild) {
 	m.done <- nil
 }
 
+// Activation retries while the process is out of file descriptors: the
+// passivator is asked for a pass and the part waits (at most
+// openRetries×openRetryDelay, and never past the caller's deadline), so a
+// burst over the descriptor limit costs latency, not errors.
+const (
+	openRetries    = 20
+	openRetryDelay = 10 * time.Millisecond
+)
+
+// openWaiting is open, retried while it fails for want of descriptors.
+func (p *part) openWaiting(ctx context.Context) error {
+	for i := 0; ; i++ {
+		err := p.open()
+		if err == nil || i == openRetries || !outOfDescriptors(err) {
+			return err
+		}
+		p.sys.relieve()
+		select {
+		case <-time.After(openRetryDelay):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
+// outOfDescriptors reports whether err may come from the process's
+// descriptor limit: EMFILE or ENFILE from the system, or SQLite's "unable
+// to open database file", which is what it reports for them.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, persistence.ErrCantOpen)
+}
+
 // open opens the part's file, applying its kind's migrations, and runs the
 // handler's Activate.
 func (p *part) open() error {
@@ -804,7 +837,7 @@ func (p *part) handle(env *envelope) {
 		return
 	}
 	if p.db == nil {
-		if err := p.open(); err != nil {
+		if err := p.openWaiting(env.ctx); err != nil {
 			p.logger().Warn("activation failed", "err", err)
 			p.setLastError(err.Error())
 			p.countMessage(outActivationError)

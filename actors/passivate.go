@@ -32,7 +32,8 @@ type passivator struct {
 	wg   sync.WaitGroup
 	once sync.Once
 
-	active atomic.Int64 // parts active (registered in System.parts)
+	active   atomic.Int64 // parts active (registered in System.parts)
+	pressure atomic.Bool  // an activation ran out of descriptors: free some, cap or not
 }
 
 // kickInterval is the shortest time between two passes asked by kicks.
@@ -44,10 +45,22 @@ const kickInterval = 10 * time.Millisecond
 // descriptors.
 func (s *System) activated() {
 	if n := s.passivator.active.Add(1); s.maxActive > 0 && n > int64(s.maxActive) {
-		select {
-		case s.passivator.kick <- struct{}{}:
-		default:
-		}
+		s.kickPassivator()
+	}
+}
+
+// relieve asks the passivator to passivate a tenth of the idle leaves now,
+// whatever the cap: an activation found no descriptor left.
+func (s *System) relieve() {
+	s.passivator.pressure.Store(true)
+	s.kickPassivator()
+}
+
+// kickPassivator asks the passivator for a pass now.
+func (s *System) kickPassivator() {
+	select {
+	case s.passivator.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -131,6 +144,9 @@ func (s *System) passivateIdle(now time.Time) {
 		// Down to 95% of the cap, so that a stream of activations asks
 		// for a pass every few dozen activations, not every one.
 		excess = active - s.maxActive + s.maxActive/20
+	}
+	if s.passivator.pressure.Swap(false) {
+		excess = max(excess, len(cands)/10, 1)
 	}
 	for i, p := range cands {
 		timeout := p.kind.idleTimeout()

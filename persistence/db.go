@@ -765,9 +765,10 @@ func wrapAcquire(op string, err error) error {
 
 // SQLite primary result codes this package interprets.
 const (
-	sqliteError   = 1
-	sqliteCorrupt = 11
-	sqliteNotADB  = 26
+	sqliteError    = 1
+	sqliteCorrupt  = 11
+	sqliteNotADB   = 26
+	sqliteCantOpen = 14
 )
 
 // sqliteCode returns the primary SQLite result code of err, or 0.
@@ -780,11 +781,14 @@ func sqliteCode(err error) int {
 }
 
 // classify wraps err with ErrCorrupt when SQLite reported a damaged file or
-// a file that is not a database.
+// a file that is not a database, and with ErrCantOpen when it could not
+// open one.
 func classify(err error) error {
 	switch sqliteCode(err) {
 	case sqliteCorrupt, sqliteNotADB:
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	case sqliteCantOpen:
+		return fmt.Errorf("%w: %w", ErrCantOpen, err)
 	}
 	return err
 }

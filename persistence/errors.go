@@ -31,6 +31,11 @@ var (
 	// are in the file and the [DB] remains usable.
 	ErrCommit = errors.New("persistence: commit failed, transaction rolled back")
 
+	// ErrCantOpen is wrapped by the errors of SQLite's own failures to open
+	// a file (SQLITE_CANTOPEN): a missing directory, a permission, or the
+	// process out of file descriptors.
+	ErrCantOpen = errors.New("persistence: cannot open the file")
+
 	// ErrCorrupt is wrapped by the error returned when the file is not a
 	// valid SQLite database or fails the integrity check.
 	ErrCorrupt = errors.New("persistence: database file is corrupt")
