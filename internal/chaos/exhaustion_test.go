@@ -22,7 +22,7 @@ import (
 )
 
 var (
-	fdParts   = flag.Int("chaos.fdparts", 0, "TestDescriptorLimit: parts written and read back (0: not run; make chaos: 10000)")
+	fdParts   = flag.Int("chaos.fdparts", 500, "TestDescriptorLimit: parts written and read back (make chaos: 10000)")
 	fdLimit   = flag.Int("chaos.fdlimit", 256, "TestDescriptorLimit: the descriptor limit (RLIMIT_NOFILE) of the child process")
 	fdClients = flag.Int("chaos.fdclients", 32, "TestDescriptorLimit: concurrent clients")
 	fdIdle    = flag.Duration("chaos.fdidle", 0, "TestDescriptorLimit: Kind.IdleTimeout of the parts (0: the default)")
@@ -39,14 +39,9 @@ const fdEnv = "FRACTAL_CHAOS_NOFILE"
 // back. The limit is process-wide, so the test runs itself again in a child
 // process with the limit lowered.
 //
-// It fails today (see "Resource exhaustion" in docs/RELIABILITY.md: the cap
-// is enforced by a periodic sweep, not at activation, and a failed open
-// leaks descriptors), so it runs only when asked: make chaos runs it with
-// -chaos.fdparts=10000 and reports it as a known failure.
+// The default test run uses -chaos.fdparts' default, 500 parts; make
+// chaos runs 10,000.
 func TestDescriptorLimit(t *testing.T) {
-	if *fdParts == 0 {
-		t.Skip("known to fail, see docs/RELIABILITY.md: run with -chaos.fdparts=10000 (make chaos does)")
-	}
 	if os.Getenv(fdEnv) == "" {
 		runChildTest(t, "TestDescriptorLimit", fdEnv+"="+strconv.Itoa(*fdLimit),
 			fmt.Sprintf("-chaos.fdparts=%d", *fdParts), fmt.Sprintf("-chaos.fdclients=%d", *fdClients), fmt.Sprintf("-chaos.fdidle=%v", *fdIdle))
