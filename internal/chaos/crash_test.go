@@ -35,10 +35,19 @@ type crashWrite struct {
 	ID    string
 	Alarm string        // when set, the write also sets this durable alarm,
 	In    time.Duration // due in In
+	To    string        // when set, the write also sends a durable crashEcho there
 }
 
+// crashEcho is the durable message a write sends: its receiver records the
+// id in received, without a uniqueness constraint, so a message handled
+// twice shows.
+type crashEcho struct{ ID string }
+
+func init() { actors.MustRegisterMessage[crashEcho]("chaos.echo") }
+
 var crashMigrations = []persistence.Migration{{Name: "crash workload", SQL: `
-	CREATE TABLE applied (id TEXT NOT NULL, alarm TEXT);
+	CREATE TABLE applied (id TEXT NOT NULL, alarm TEXT, fwd TEXT);
+	CREATE TABLE received (id TEXT NOT NULL);
 	CREATE TABLE counter (n INTEGER NOT NULL);
 	INSERT INTO counter VALUES (0);
 	CREATE TABLE fired (name TEXT NOT NULL);`}}
@@ -50,7 +59,14 @@ func crashHandler(c *actors.Context, msg any) (any, error) {
 		if m.Alarm != "" {
 			alarm = m.Alarm
 		}
-		if _, err := c.Exec(`INSERT INTO applied (id, alarm) VALUES (?, ?)`, m.ID, alarm); err != nil {
+		var fwd any
+		if m.To != "" {
+			fwd = m.To
+			if err := c.SendDurable(m.To, crashEcho{ID: m.ID}); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := c.Exec(`INSERT INTO applied (id, alarm, fwd) VALUES (?, ?, ?)`, m.ID, alarm, fwd); err != nil {
 			return nil, err
 		}
 		if _, err := c.Exec(`UPDATE counter SET n = n + 1`); err != nil {
@@ -62,6 +78,9 @@ func crashHandler(c *actors.Context, msg any) (any, error) {
 		return nil, nil
 	case actors.Alarm:
 		_, err := c.Exec(`INSERT INTO fired (name) VALUES (?)`, m.Name)
+		return nil, err
+	case crashEcho:
+		_, err := c.Exec(`INSERT INTO received (id) VALUES (?)`, m.ID)
 		return nil, err
 	}
 	return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
@@ -132,6 +151,9 @@ func crashChild() int {
 					m.Alarm = "a" + m.ID
 					m.In = time.Duration(r.IntN(400)) * time.Millisecond
 				}
+				if r.IntN(4) == 0 {
+					m.To = crashPaths[r.IntN(len(crashPaths))] // itself, a sibling, a part elsewhere
+				}
 				out.printf("sent\t%s\t%s\t%s", m.ID, path, m.Alarm)
 				rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 				_, err := sys.Request(rctx, path, m)
@@ -155,6 +177,7 @@ func crashChild() int {
 type crashLedger struct {
 	sent  map[string]sentWrite // by id
 	acked map[string]bool
+	final bool // every durable message has been delivered: a missing one is lost
 }
 
 type sentWrite struct{ path, alarm string }
@@ -176,6 +199,11 @@ type crashFigures struct {
 	pending      int // alarms set, not delivered yet, still in the part's file
 	alarmsLost   int // alarms set and committed, neither delivered nor kept
 	unindexed    int // alarms kept by a part but missing from the index
+	forwarded    int // committed writes that sent a durable message
+	received     int // durable messages handled (each counted once)
+	recvTwice    int // extra handlings of a durable message
+	recvStray    int // durable messages handled that no committed write sent there
+	recvLost     int // durable messages of committed writes never handled (final check only)
 	problems     []string
 }
 
@@ -186,7 +214,8 @@ func (f *crashFigures) problem(format string, args ...any) {
 }
 
 func (f crashFigures) losses() int {
-	return f.lost + f.duplicated + f.phantom + f.torn + f.corrupt + f.firedTwice + f.strayFired + f.alarmsLost + f.unindexed
+	return f.lost + f.duplicated + f.phantom + f.torn + f.corrupt + f.firedTwice + f.strayFired + f.alarmsLost + f.unindexed +
+		f.recvTwice + f.recvStray + f.recvLost
 }
 
 // verifyCrash reads every file under dir (no System may have it open) and
@@ -217,8 +246,10 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 	}
 
 	present := map[string]bool{}
+	forwards := map[string]string{}     // id -> receiver, of committed writes
+	receivedBy := map[string][]string{} // id -> receivers that handled it
 	for path, file := range parts {
-		var applied, alarms, fired, kept []string
+		var applied, alarms, fired, kept, fwds, recv []string
 		var n int
 		read := func(tx *persistence.Tx) error {
 			// A file created by an activation the kill interrupted
@@ -240,6 +271,12 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 			if err := tx.QueryRow(`SELECT n FROM counter`).Scan(&n); err != nil {
 				return err
 			}
+			if fwds, err = queryStrings(tx, `SELECT id || char(0) || fwd FROM applied WHERE fwd IS NOT NULL`); err != nil {
+				return err
+			}
+			if recv, err = queryStrings(tx, `SELECT id FROM received`); err != nil {
+				return err
+			}
 			if ok, err := hasTable(tx, "_fractal_alarms"); err != nil || !ok {
 				return err
 			}
@@ -254,6 +291,13 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 			f.corrupt++
 			f.problem("%s: read: %v", path, err)
 			continue
+		}
+		for _, fw := range fwds {
+			id, to, _ := strings.Cut(fw, "\x00")
+			forwards[id] = to
+		}
+		for _, id := range recv {
+			receivedBy[id] = append(receivedBy[id], path)
 		}
 		seen := map[string]int{}
 		for _, id := range applied {
@@ -320,6 +364,29 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 			f.problem("acknowledged write %q to %s is missing", id, l.sent[id].path)
 		}
 	}
+	f.forwarded = len(forwards)
+	for id, by := range receivedBy {
+		f.received++
+		to, ok := forwards[id]
+		for _, p := range by {
+			if !ok || p != to {
+				f.recvStray++
+				f.problem("%s handled the durable message of %q, which no committed write sent there (sent to %q)", p, id, to)
+			}
+		}
+		if len(by) > 1 {
+			f.recvTwice += len(by) - 1
+			f.problem("the durable message of %q was handled %d times", id, len(by))
+		}
+	}
+	if l.final {
+		for id, to := range forwards {
+			if len(receivedBy[id]) == 0 {
+				f.recvLost++
+				f.problem("the durable message of committed write %q never reached %s", id, to)
+			}
+		}
+	}
 	return f
 }
 
@@ -383,15 +450,23 @@ func TestCrash(t *testing.T) {
 	}
 	crashTime := time.Since(start)
 
-	// A clean run: no load, the alarms still due fire.
+	// A clean run: no load, the alarms still due fire and the durable
+	// messages still in outboxes are delivered.
 	pendingBefore := verifyCrash(t, dir, l).pending
-	drained := drainAlarms(t, dir, *crashDrain)
+	drained, delivered := drainAlarms(t, dir, *crashDrain)
+	l.final = delivered
 	f := verifyCrash(t, dir, l)
 	if f.losses() > 0 {
 		t.Fatalf("after the final run: %+v\n%s", f, strings.Join(f.problems, "\n"))
 	}
 	if drained && f.pending > 0 {
 		t.Fatalf("the alarm index emptied but %d alarms are still pending in parts", f.pending)
+	}
+	if !delivered {
+		t.Errorf("durable messages still undelivered after the final run's %v", *crashDrain)
+	}
+	if f.forwarded == 0 {
+		t.Errorf("no committed write sent a durable message: the workload did not exercise them")
 	}
 	if passivations == 0 {
 		t.Errorf("no part was passivated: the workload did not exercise passivation")
@@ -410,6 +485,8 @@ func TestCrash(t *testing.T) {
 	}
 	t.Logf("crash: cycles=%d killed_while_opening=%d durabilities=%s sent=%d acknowledged=%d applied=%d (unacknowledged but committed: %d) lost=%d duplicated=%d phantom=%d torn=%d corrupt=%d files_checked_per_cycle=%d hot_journals=%d request_errors=%d",
 		cycles, killedEarly, strings.Join(ds, ","), len(l.sent), len(l.acked), f.applied, f.applied-len(l.acked), f.lost, f.duplicated, f.phantom, f.torn, f.corrupt, f.files, hot, errs)
+	t.Logf("crash: durable_sent=%d handled=%d handled_twice=%d stray=%d lost=%d (all delivered in the final run: %v)",
+		f.forwarded, f.received, f.recvTwice, f.recvStray, f.recvLost, delivered)
 	t.Logf("crash: alarms_set=%d fired=%d fired_twice=%d stray=%d lost=%d pending_before_final_run=%d pending_after=%d (final run waited %v, index empty: %v) passivations=%d messages=%d seed=%d time=%v",
 		f.alarmsSet, f.fired, f.firedTwice, f.strayFired, f.alarmsLost, pendingBefore, f.pending, *crashDrain, drained, passivations, messages, seed, crashTime.Round(time.Second))
 }
@@ -506,9 +583,10 @@ func crashCycle(t *testing.T, dir string, cycle int, seed uint64, early bool, de
 }
 
 // drainAlarms runs a System on dir without load until its index of alarms
-// is empty or wait has passed, then closes it. It reports whether the
-// index emptied: every alarm set was then delivered.
-func drainAlarms(t *testing.T, dir string, wait time.Duration) bool {
+// is empty and no part has a durable message to deliver, or wait has
+// passed, then closes it. It reports whether the index emptied (every alarm
+// set was then delivered) and whether the outboxes did.
+func drainAlarms(t *testing.T, dir string, wait time.Duration) (bool, bool) {
 	t.Helper()
 	ctx := context.Background()
 	sys, err := actors.Open(ctx, dir, actors.Options{Kinds: crashKinds(), MaxActiveParts: crashMaxActive})
@@ -516,20 +594,28 @@ func drainAlarms(t *testing.T, dir string, wait time.Duration) bool {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(wait)
-	empty := false
+	empty, delivered := false, false
 	for {
 		var n int
 		err := readOnly(ctx, filepath.Join(dir, "_fractal_alarms.db"), func(tx *persistence.Tx) error {
-			return tx.QueryRow(`SELECT count(*) FROM alarms`).Scan(&n)
+			return tx.QueryRow(`SELECT count(*) FROM alarms WHERE name NOT LIKE '\_fractal.%' ESCAPE '\'`).Scan(&n)
 		})
 		if err != nil {
 			t.Fatalf("reading the alarm index: %v", err)
 		}
-		if n == 0 {
-			empty = true
-			break
+		empty = n == 0
+		if !delivered {
+			left := 0
+			for _, p := range crashPaths {
+				k, err := sys.Undelivered(ctx, p)
+				if err != nil {
+					t.Fatalf("undelivered messages of %s: %v", p, err)
+				}
+				left += k
+			}
+			delivered = left == 0
 		}
-		if time.Now().After(deadline) {
+		if (empty && delivered) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -539,5 +625,5 @@ func drainAlarms(t *testing.T, dir string, wait time.Duration) bool {
 	if err := sys.Close(cctx); err != nil {
 		t.Fatalf("close after the final run: %v", err)
 	}
-	return empty
+	return empty, delivered
 }
