@@ -27,8 +27,9 @@ func TestDeletedPartFileIsAnError(t *testing.T) {
 }
 
 // A part whose first activation failed before its file existed is not
-// taken for a lost file later: its parent forgets it.
-func TestFailedFirstActivationIsForgotten(t *testing.T) {
+// taken for a lost file later: its parent notes a child's file only once it
+// exists.
+func TestFailedFirstActivationIsNotALostFile(t *testing.T) {
 	h := newHarness(t)
 	h.MustRequest("c/a", add{1})
 	blocker := actors.MustParsePath("c/a/y").Dir(h.Dir())

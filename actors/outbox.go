@@ -567,8 +567,8 @@ func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 		err = p.settleDelivery(b, m)
 	case deadLetterOp:
 		val, err = p.deadLetterOp(b, m)
-	case forgetChild:
-		err = p.forgetChildTx(b, m.seg)
+	case childCreated:
+		err = p.childCreatedTx(b, m.seg)
 	}
 	if err != nil {
 		if rerr := sp.Rollback(); rerr != nil {

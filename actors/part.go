@@ -111,7 +111,7 @@ type part struct {
 	stash     []*envelope            // messages received while restarting
 	sup       *supervisor.Supervisor // decisions about the children (see supervisorOf)
 
-	recorded bool // its parent's record of it predates this activation: its file must exist
+	recorded bool // its parent noted that its file was created: the file must exist
 
 	ob         outbox       // durable deliveries in flight (guarded by its own mutex)
 	durableOut atomic.Int64 // outbox rows up to this id are durable (set as batches are released)
@@ -394,6 +394,12 @@ func (p *part) spawn(c actor.Context, seg string) *part {
 // activating anything and without scanning the disk.
 const childrenTable = "_fractal_children"
 
+// createdTable lists, in a parent's file, the children whose file was
+// created: a child listed there whose file is missing lost it (see
+// activate). A child is noted in childrenTable before its file exists, and
+// here once it does.
+const createdTable = "_fractal_created"
+
 // recordChild notes seg in p's file before p activates it for the first
 // time, so that once the child has acknowledged anything, the parent's
 // record of it is at least as durable: the record is committed before the
@@ -408,12 +414,21 @@ const childrenTable = "_fractal_children"
 //
 // When p's file cannot be written the child is activated anyway and the
 // failure is logged: serving the child matters more than listing it.
-func (p *part) recordChild(seg string) (known bool) {
+func (p *part) recordChild(seg string) (created bool) {
 	// record writes seg in tx unless it is there already; it reports
-	// whether it wrote.
+	// whether it wrote, and sets created when the child's file was created
+	// before.
 	record := func(tx *persistence.Tx) (bool, error) {
-		ok, err := hasTable(tx, childrenTable)
+		ok, err := hasTable(tx, createdTable)
 		if err != nil {
+			return false, err
+		}
+		if ok {
+			if err := tx.QueryRow(`SELECT count(*) > 0 FROM `+createdTable+` WHERE name = ?`, seg).Scan(&created); err != nil {
+				return false, err
+			}
+		}
+		if ok, err = hasTable(tx, childrenTable); err != nil {
 			return false, err
 		}
 		if ok {
@@ -438,7 +453,7 @@ func (p *part) recordChild(seg string) (known bool) {
 					if wrote {
 						p.commit()
 					}
-					return !wrote
+					return created
 				}
 			} else {
 				err = errors.Join(err, sp.Rollback())
@@ -457,25 +472,24 @@ func (p *part) recordChild(seg string) (known bool) {
 		if err == nil && wrote {
 			p.afterSync(func(error) {}) // counted until synced: see activate
 		}
-		known = err == nil && !wrote
 	}
 	if err != nil {
 		p.logger().Error("recording a child in its parent's file", "child", seg, "err", err)
 	}
-	return known
+	return created && err == nil
 }
 
-// forgetChild is what a child whose first activation failed before its
-// file existed asks its parent, in an envelope: to drop its record, so that
-// the record keeps meaning "this part has a file" (see activate).
-type forgetChild struct{ seg string }
+// childCreated tells a parent, in an envelope, that its child seg has a
+// file (see createdTable).
+type childCreated struct{ seg string }
 
-// forgetChildTx drops seg's record in b's transaction.
-func (p *part) forgetChildTx(b *batch, seg string) error {
-	if ok, err := hasTable(b.tx, childrenTable); err != nil || !ok {
+// childCreatedTx notes seg in createdTable, in b's transaction.
+func (p *part) childCreatedTx(b *batch, seg string) error {
+	bg := context.Background()
+	if _, err := b.tx.ExecContext(bg, `CREATE TABLE IF NOT EXISTS `+createdTable+` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
 		return err
 	}
-	_, err := b.tx.ExecContext(context.Background(), `DELETE FROM `+childrenTable+` WHERE name = ?`, seg)
+	_, err := b.tx.ExecContext(bg, `INSERT OR IGNORE INTO `+createdTable+` (name) VALUES (?)`, seg)
 	return err
 }
 
@@ -614,24 +628,21 @@ func (p *part) activate() error {
 	_, err := os.Stat(file)
 	existed := err == nil
 	if !existed && p.recorded {
-		// Its parent recorded it, which it does before the part creates
-		// its file, and forgets when that creation fails: the file was
-		// there and is gone. Starting it empty would lose silently what it
-		// acknowledged.
+		// Its parent noted that its file was created: the file is gone.
+		// Starting it empty would lose silently what it acknowledged.
 		return fmt.Errorf("%w: %s: %w: %s (restore it from a backup, or delete the part's row in its parent's %s to start it empty)",
-			ErrActivation, p.path, ErrFileMissing, file, childrenTable)
+			ErrActivation, p.path, ErrFileMissing, file, createdTable)
 	}
-	err = p.create()
-	if err != nil && !existed && p.parent.kind != nil {
-		if _, serr := os.Stat(file); serr != nil { // still no file
-			p.sys.inflight.add()
-			p.sys.deliver(&envelope{to: p.parent.path, from: p.path, msg: forgetChild{p.path.Name()}, ctx: context.Background()})
-		}
+	if err = p.create(); err != nil {
+		return err
 	}
-	if err == nil {
-		p.recorded = true
+	if !p.recorded && p.parent.kind != nil {
+		// Its file exists now: the parent notes it, in its next batch.
+		p.sys.inflight.add()
+		p.sys.deliver(&envelope{to: p.parent.path, from: p.path, msg: childCreated{p.path.Name()}, ctx: context.Background()})
 	}
-	return err
+	p.recorded = true
+	return nil
 }
 
 // create opens (creating it if needed) p's file and makes p ready to
@@ -858,7 +869,7 @@ func (p *part) handle(env *envelope) {
 	b := p.batch
 	b.n++
 	switch m := env.msg.(type) {
-	case outboxPump, outboxResult, deadLetterOp, forgetChild:
+	case outboxPump, outboxResult, deadLetterOp, childCreated:
 		p.runOutbox(env, b, m)
 		return
 	case alarmWake:
