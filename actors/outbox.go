@@ -554,7 +554,7 @@ func (p *part) deliverResult(rows []outRow, through int, err error, took time.Du
 func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 	sp, err := b.tx.Savepoint()
 	if err != nil {
-		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
+		b.holdRuntime(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 		return
 	}
 	var val any
@@ -575,14 +575,14 @@ func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 			p.logger().Error("rollback", "err", rerr)
 		}
 		p.logger().Error("durable messages", "err", err)
-		b.hold(env, nil, fmt.Errorf("actors: %s: durable messages: %w", p.path, err), outError)
+		b.holdRuntime(env, nil, fmt.Errorf("actors: %s: durable messages: %w", p.path, err), outError)
 		return
 	}
 	if err := sp.Release(); err != nil {
-		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
+		b.holdRuntime(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 		return
 	}
-	b.hold(env, val, nil, outOK)
+	b.holdRuntime(env, val, nil, outOK)
 }
 
 const outRowColumns = `id, dest, epoch, seq, kind, ref, name, body, created, attempts, next_at, redrive`

@@ -825,6 +825,7 @@ type batch struct {
 	part  *part
 
 	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
+	runtime            int   // of n, the runtime's own messages (see holdRuntime)
 
 	rolledBack bool         // its only message failed: nothing to commit
 	after      []func()     // run once the batch is durable (alarm index updates)
@@ -836,6 +837,7 @@ type heldReply struct {
 	val     any
 	err     error
 	outcome outcome // for fractal_messages_total
+	runtime bool    // the runtime's own message: not counted as a message
 }
 
 // handle runs env's message in the part's open batch transaction, under a
@@ -979,7 +981,15 @@ func (p *part) handle(env *envelope) {
 }
 
 func (b *batch) hold(env *envelope, val any, err error, o outcome) {
-	b.replies = append(b.replies, heldReply{env, val, err, o})
+	b.replies = append(b.replies, heldReply{env, val, err, o, false})
+}
+
+// holdRuntime is hold for a message of the runtime's own (durable
+// delivery bookkeeping, dead-letter operations, a child's news): it is not
+// counted in Stats.Messages nor in fractal_messages_total.
+func (b *batch) holdRuntime(env *envelope, val any, err error, o outcome) {
+	b.replies = append(b.replies, heldReply{env, val, err, o, true})
+	b.runtime++
 }
 
 // commit commits the open batch, if any, and releases what it held: at
@@ -1021,7 +1031,7 @@ func (p *part) commit() {
 			}
 		}
 	}
-	p.sys.messages.Add(uint64(b.n))
+	p.sys.messages.Add(uint64(b.n - b.runtime))
 	if err != nil {
 		err = fmt.Errorf("actors: %s: %w", p.path, err)
 		p.logger().Error("commit failed", "messages", b.n, "err", err)
@@ -1107,7 +1117,7 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		if err != nil && r.err == nil {
 			r.val, r.err, r.outcome = nil, err, failed
 		}
-		if b.km != nil {
+		if b.km != nil && !r.runtime {
 			b.km.messages[r.outcome].Inc()
 		}
 		s.finish(r.env, r.val, r.err)
