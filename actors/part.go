@@ -350,8 +350,7 @@ func (p *part) route(c actor.Context, env *envelope) {
 			return // not activated while its subtree is drained (see Drain)
 		}
 		known := p.recordChild(seg)
-		child = p.spawn(c, seg)
-		child.recorded = known
+		child = p.spawn(c, seg, known)
 	}
 	if child.post(env) {
 		return
@@ -364,7 +363,9 @@ func (p *part) route(c actor.Context, env *envelope) {
 	p.pending[seg] = append(p.pending[seg], env)
 }
 
-func (p *part) spawn(c actor.Context, seg string) *part {
+// spawn starts the child seg; recorded says whether its parent noted that
+// its file was created.
+func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
 	cp, err := p.path.Child(seg)
 	if err != nil {
 		panic(fmt.Sprintf("actors: routed to invalid child %q of %s: %v", seg, p.path, err)) // paths are validated on entry
@@ -373,7 +374,7 @@ func (p *part) spawn(c actor.Context, seg string) *part {
 	if err != nil {
 		panic(fmt.Sprintf("actors: routed to %s: %v", cp, err)) // kinds are checked on entry
 	}
-	child := &part{sys: p.sys, path: cp, kind: k, parent: p}
+	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded}
 	child.pid = c.Spawn(child.props())
 	if p.children == nil {
 		p.children = make(map[string]*part)
