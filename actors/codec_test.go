@@ -3,6 +3,7 @@ package actors_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -162,5 +163,40 @@ func TestFenceRefusesCommits(t *testing.T) {
 	fenced.Store(false)
 	if v := h.MustRequest("c/b", add{1}); v != 6 {
 		t.Fatalf("after the fence lifted, counter %v, want 6 (the fenced write rolled back)", v)
+	}
+}
+
+// Options.Committed sees every batch that wrote, before its replies leave;
+// its error reaches the callers.
+func TestCommittedHook(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	var refuse atomic.Bool
+	hook := func(c actors.Commit) error {
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("%s %d %v", c.Path, c.Messages, strings.HasSuffix(c.File, actors.PartFileName)))
+		mu.Unlock()
+		if refuse.Load() {
+			return errors.New("no replica took it")
+		}
+		return nil
+	}
+	h := actortest.New(t, actors.Options{Kinds: testKinds(), Committed: hook})
+	h.MustRequest("c/b", add{1})
+	h.MustRequest("c/b", get{}) // writes too: UPDATE ... SET n = n + 0
+	mu.Lock()
+	n := 0
+	for _, s := range seen {
+		if s == "c/b 1 true" {
+			n++
+		}
+	}
+	mu.Unlock()
+	if n != 2 {
+		t.Fatalf("hook saw %q, want two batches of c/b", seen)
+	}
+	refuse.Store(true)
+	if _, err := h.Request("c/b", add{1}); err == nil || !strings.Contains(err.Error(), "no replica took it") {
+		t.Fatalf("a batch the hook refused answered %v", err)
 	}
 }

@@ -1033,6 +1033,11 @@ func (p *part) commit() {
 		}
 	}
 	p.sys.messages.Add(uint64(b.n - b.runtime))
+	if hook := p.sys.opts.Committed; hook != nil && err == nil && !b.rolledBack && b.tx.Wrote() {
+		if herr := hook(Commit{Path: p.path, File: p.path.File(p.sys.dir), Messages: b.n}); herr != nil {
+			err = fmt.Errorf("after the commit: %w", herr)
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("actors: %s: %w", p.path, err)
 		p.logger().Error("commit failed", "messages", b.n, "err", err)

@@ -86,6 +86,15 @@ type Options struct {
 	// for it. It runs on the part's goroutine and must be fast.
 	Fence func(Path) error
 
+	// Committed, when not nil, is called on a part's goroutine after each
+	// of its batches that wrote has committed, before the batch's replies
+	// and messages are released (and before the durability barrier's sync):
+	// the place to capture a batch's changes, for example to copy them to
+	// other nodes (the new frames of the part's log, Commit.File + "-wal").
+	// An error turns the batch's replies into that error and sends nothing,
+	// although the commit stays in the part's file. It must be fast.
+	Committed func(Commit) error
+
 	// Remote, when not nil, serves the paths this System does not own:
 	// every message (Request, Send, a handler's sends) whose target
 	// Remote.Local rejects is handed to Remote.Request instead of being
@@ -97,6 +106,14 @@ type Options struct {
 	// and Close unregisters them, so one registry serves one open System
 	// at a time. Nil: no metrics, nothing registered anywhere.
 	Registerer prometheus.Registerer
+}
+
+// A Commit describes a batch a part has just committed (see
+// Options.Committed).
+type Commit struct {
+	Path     Path   // the part
+	File     string // its database file; its log is File + "-wal"
+	Messages int    // messages handled in the batch
 }
 
 // A Remote carries messages to the parts that another node serves (see

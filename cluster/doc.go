@@ -102,12 +102,12 @@
 //
 // Surviving the loss of a node's disk needs each committed batch's changes
 // copied to other nodes before its replies are released. The place for it
-// is the point the fence already occupies: actors.Options.Fence is called
-// on the part's goroutine after a batch's writes and before its commit and
-// again before its replies leave, so a replicator would capture the
-// batch's changes there (SQLite's session extension on the batch's
-// transaction, or the log frames the commit adds) and hold the replies until
-// enough replicas have them. Nothing of it exists yet.
+// is actors.Options.Committed: it is called on the part's goroutine after
+// each batch that wrote has committed and before its replies and messages
+// leave, with the part's path and file; a replicator would copy the frames
+// the commit added to the part's log (or use SQLite's session extension) to
+// its replicas there, and refuse the batch's replies when too few took them.
+// No replicator exists yet.
 //
 // # Bounds
 //
