@@ -15,7 +15,6 @@ import (
 type (
 	benchHop  struct{ To string } // forward a benchInc to To, durably or not
 	benchInc  struct{}
-	benchMode int
 )
 
 func init() { actors.MustRegisterMessage[benchInc]("bench.inc") }
