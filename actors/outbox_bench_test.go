@@ -13,8 +13,8 @@ import (
 )
 
 type (
-	benchHop  struct{ To string } // forward a benchInc to To, durably or not
-	benchInc  struct{}
+	benchHop struct{ To string } // forward a benchInc to To, durably or not
+	benchInc struct{}
 )
 
 func init() { actors.MustRegisterMessage[benchInc]("bench.inc") }
