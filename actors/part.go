@@ -1217,25 +1217,35 @@ func (p *part) settleAlarm(name string, due time.Time) {
 // registerAlarms notes p's alarms in the System's index when p opens, so
 // that an index that lost entries (a file restored from a backup, an index
 // deleted) heals with every activation.
+// queryStrings returns the first column of a query's rows, as strings.
+func queryStrings(tx *persistence.Tx, query string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(context.Background(), query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
 // runtimeTables reports which of the runtime's lazily created tables p's
 // file has, in one query: most parts have none, and then activation reads
 // nothing more.
 func (p *part) runtimeTables() (map[string]bool, error) {
 	tables := map[string]bool{}
 	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
-		rows, err := tx.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?, ?)`, alarmsTable, outboxTable, inboxTable)
-		if err != nil {
-			return err
+		names, err := queryStrings(tx, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?, ?)`, alarmsTable, outboxTable, inboxTable)
+		for _, n := range names {
+			tables[n] = true
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				return err
-			}
-			tables[name] = true
-		}
-		return rows.Err()
+		return err
 	})
 	return tables, err
 }

@@ -439,19 +439,8 @@ func readChildren(ctx context.Context, file string) ([]string, error) {
 		if ok, err := hasTable(tx, childrenTable); err != nil || !ok {
 			return err
 		}
-		rows, err := tx.Query(`SELECT name FROM ` + childrenTable + ` ORDER BY name`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				return err
-			}
-			names = append(names, name)
-		}
-		return rows.Err()
+		names, err = queryStrings(tx, `SELECT name FROM `+childrenTable+` ORDER BY name`)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("actors: children of %s: %w", file, err)
