@@ -249,7 +249,7 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 	forwards := map[string]string{}     // id -> receiver, of committed writes
 	receivedBy := map[string][]string{} // id -> receivers that handled it
 	for path, file := range parts {
-		var applied, alarms, fired, kept, fwds, recv []string
+		var applied, alarms, fired, kept, fwds, recv, dead []string
 		var n int
 		read := func(tx *persistence.Tx) error {
 			// A file created by an activation the kill interrupted
@@ -277,6 +277,14 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 			if recv, err = queryStrings(tx, `SELECT id FROM received`); err != nil {
 				return err
 			}
+			if ok, err := hasTable(tx, "_fractal_dead"); err != nil {
+				return err
+			} else if ok {
+				// Dead letters explain a durable message that never arrived.
+				if dead, err = queryStrings(tx, `SELECT dest || ' #' || seq || ' after ' || attempts || ' attempts: ' || last_error FROM _fractal_dead`); err != nil {
+					return err
+				}
+			}
 			if ok, err := hasTable(tx, "_fractal_alarms"); err != nil || !ok {
 				return err
 			}
@@ -298,6 +306,9 @@ func verifyCrash(t testing.TB, dir string, l *crashLedger) crashFigures {
 		}
 		for _, id := range recv {
 			receivedBy[id] = append(receivedBy[id], path)
+		}
+		for _, d := range dead {
+			f.problem("%s has a dead letter to %s", path, d)
 		}
 		seen := map[string]int{}
 		for _, id := range applied {
