@@ -38,6 +38,11 @@ func gatedSystem(t *testing.T) (*System, *gate) {
 	})
 	migrations := []persistence.Migration{{SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`}}
 	dir := t.TempDir()
+	fd, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fd.Close() }) // after Close, which stops the syncs that use fd
 	s, err := Open(context.Background(), dir, Options{Kinds: []Kind{
 		{Name: "top", Pattern: "c", Handler: h, Migrations: migrations},
 		{Name: "child", Pattern: "c/*", Handler: h, Migrations: migrations},
@@ -46,11 +51,6 @@ func gatedSystem(t *testing.T) (*System, *gate) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close(context.Background()) })
-	fd, err := os.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { fd.Close() })
 	g := &gate{enter: make(chan struct{}, 100), release: make(chan struct{}, 100)}
 	s.barrier.Close()
 	s.barrier = persistence.NewBarrierFunc(func() error {
