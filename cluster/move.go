@@ -414,7 +414,7 @@ func (n *Node) install(in install) error {
 	defer cancel()
 	for _, f := range in.Files {
 		path := filepath.Join(stage, filepath.FromSlash(f.Name))
-		if err := syncFile(path); err != nil {
+		if err := persistence.SyncFile(path); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrMove, f.Name, err)
 		}
 		size, sum, err := digest(path)
@@ -450,7 +450,7 @@ func (n *Node) install(in install) error {
 	if err := os.Rename(stage, dst); err != nil {
 		return err
 	}
-	return syncFile(filepath.Dir(dst))
+	return persistence.SyncFile(filepath.Dir(dst))
 }
 
 // abortInstall throws away what a called-off move brought.
@@ -468,16 +468,4 @@ func (n *Node) abortInstall(in install) error {
 		n.removeAll(p.Dir(n.sys.Dir()))
 	}
 	return nil
-}
-
-func syncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
