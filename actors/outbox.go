@@ -275,6 +275,10 @@ type outRow struct {
 	attempts   int
 	nextAt     int64
 	redrive    bool
+
+	// behind: older messages of its lane were in the outbox when it was
+	// stored, so it must not leave on its own (see enqueue).
+	behind bool
 }
 
 // lane names the lane of r: its receiver, and whether it is a redriven
@@ -319,6 +323,14 @@ func (p *part) enqueue(tx *persistence.Tx, r outRow) (outRow, error) {
 	}
 	now := time.Now().UnixNano()
 	r.created, r.nextAt = now, now
+	// A delivery always starts at the head of its lane: a receiver that
+	// has no row for its sender takes the first message it sees as the
+	// lane's start, so a message that overtook an older one (waiting in
+	// the outbox of a part just activated, before its pump ran) would have
+	// the older one taken for a duplicate.
+	if err := tx.QueryRowContext(bg, `SELECT EXISTS (SELECT 1 FROM `+outboxTable+` WHERE dest = ? AND redrive = 0)`, r.dest).Scan(&r.behind); err != nil {
+		return r, err
+	}
 	err := tx.QueryRowContext(bg, `SELECT epoch, next FROM `+lanesTable+` WHERE dest = ?`, r.dest).Scan(&r.epoch, &r.seq)
 	newLane := errors.Is(err, sql.ErrNoRows)
 	if err != nil && !newLane {

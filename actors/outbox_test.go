@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -399,4 +401,32 @@ func TestSendDurableAfterRestart(t *testing.T) {
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{2}})
 	actortest.Eventually(t, func() bool { return h.QueryInt("d/b", `SELECT n FROM counter`) == 3 })
 	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+}
+
+// A message stored by a part just activated does not overtake the older
+// ones of its lane still in the outbox: the receiver, which has no row for
+// this sender yet, would take the newer one for the lane's start and the
+// older one for a duplicate.
+func TestSendDurableNewMessageWaitsForOlderOnes(t *testing.T) {
+	// One message per batch, released at its commit (no barrier): the
+	// activation's look at the outbox cannot join the batch of the request
+	// that activates the part, nor come before that batch's release.
+	h, down, _ := durableHarness(t, actors.Options{MaxBatch: 1, Durability: actors.ProcessCrash})
+	down.set("d/b", true)
+	h.MustRequest("d/a", dSend{To: "d/b", N: []int{1}})
+	actortest.Eventually(t, func() bool { return h.QueryInt("d/a", `SELECT max(attempts) FROM _fractal_outbox`) >= 1 })
+	h.Close()
+	down.set("d/b", false)
+	// Without its alarm index, nothing wakes d/a before the request below
+	// activates it (the index heals then).
+	if err := os.Remove(filepath.Join(h.Dir(), "_fractal_alarms.db")); err != nil {
+		t.Fatal(err)
+	}
+	h.Reopen()
+	h.MustRequest("d/a", dSend{To: "d/b", N: []int{2}}) // activates d/a: its old message waits in the outbox
+	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	rows := h.Query("d/b", `SELECT n FROM log ORDER BY i`)
+	if len(rows) != 2 || rows[0][0].(int64) != 1 || rows[1][0].(int64) != 2 {
+		t.Fatalf("d/b handled %v, want [1 2] in that order", rows)
+	}
 }

@@ -1108,9 +1108,9 @@ func (b *batch) release(s *System, err error, failed outcome) {
 			b.part.send(rows)
 		}
 		for _, r := range b.fresh {
-			if b.part.ob.claim(&r) {
+			if !r.behind && b.part.ob.claim(&r) {
 				b.part.send([]outRow{r})
-			} // else its lane is busy: it follows when the lane moves on
+			} // else it follows the older messages of its lane, when that moves on
 		}
 	} else {
 		// Nothing of this batch happened: give back the lanes it took.
