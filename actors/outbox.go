@@ -925,6 +925,10 @@ func (p *part) deliverItem(env *envelope, b *batch, d *delivery, it *deliveryIte
 		if rerr != nil {
 			return rerr
 		}
+		if rerr = createInbox(b.tx); rerr != nil { // its creation went with the rollback, if it was this message's
+			_ = sp.Rollback()
+			return rerr
+		}
 		c.durables, c.out = nil, nil
 	}
 	ferr := p.recordDelivery(b.tx, d, it, false)
@@ -1038,9 +1042,6 @@ func (p *part) admitDelivery(tx *persistence.Tx, d *delivery, it *deliveryItem) 
 // number was skipped (a dead letter), so that a redrive is handled.
 func (p *part) recordDelivery(tx *persistence.Tx, d *delivery, it *deliveryItem, skip bool) error {
 	bg := context.Background()
-	if err := createInbox(tx); err != nil { // rolled back with a failed call's handler
-		return err
-	}
 	if d.Redrive {
 		_, err := tx.ExecContext(bg, `DELETE FROM `+skippedTable+` WHERE sender = ? AND epoch = ? AND seq = ?`, d.From, d.Epoch, it.Seq)
 		return err
