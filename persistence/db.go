@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -154,7 +155,7 @@ func (db *DB) stmtLocked(query string) (*sql.Stmt, error) {
 	}
 	st, err := db.conn.PrepareContext(context.Background(), query)
 	if err != nil {
-		return nil, classify(err)
+		return nil, db.classify(err)
 	}
 	db.stmts[query] = st
 	return st, nil
@@ -186,7 +187,7 @@ func (db *DB) execLocked(ctx context.Context, query string, args ...any) (sql.Re
 	}
 	res, err := st.ExecContext(ctx, args...)
 	if err != nil {
-		return nil, classify(err)
+		return nil, db.classify(err)
 	}
 	return res, nil
 }
@@ -234,7 +235,17 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 			return nil, fmt.Errorf("persistence: open %s read-only: %w", path, err)
 		}
 		if created, err = createFile(path, o.Sync == SyncFull); err != nil {
-			return nil, fmt.Errorf("persistence: open %s: create: %w", path, err)
+			return nil, fmt.Errorf("persistence: open %s: create: %w", path, classifyAt(path, err))
+		}
+	}
+	if !o.ReadOnly && !created {
+		// SQLite would open a file it may not write read-only, silently,
+		// and refuse each write later with a message naming no file.
+		if err := writable(path); err != nil {
+			if pe, ok := err.(*fs.PathError); ok {
+				err = pe.Err // the path is in the message already
+			}
+			return nil, fmt.Errorf("persistence: open %s: %w: %w", path, ErrReadOnly, err)
 		}
 	}
 
@@ -254,7 +265,7 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 	conn, err := sqlDB.Conn(ctx)
 	if err != nil {
 		_ = sqlDB.Close()
-		return nil, fmt.Errorf("persistence: open %s: connect: %w", path, classify(err))
+		return nil, fmt.Errorf("persistence: open %s: connect: %w", path, classifyAt(path, err))
 	}
 
 	db := &DB{
@@ -332,7 +343,7 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 	}
 	var mode string
 	if err := db.conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
-		return fmt.Errorf("persistence: open %s: set journal_mode: %w", db.path, classify(err))
+		return fmt.Errorf("persistence: open %s: set journal_mode: %w", db.path, db.classify(err))
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("persistence: open %s: journal_mode is %q, want \"wal\"", db.path, mode)
@@ -368,7 +379,7 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 // execSetup executes one configuration statement of Open.
 func (db *DB) execSetup(ctx context.Context, stmt string) error {
 	if _, err := db.conn.ExecContext(ctx, stmt); err != nil {
-		return fmt.Errorf("persistence: open %s: %s: %w", db.path, stmt, classify(err))
+		return fmt.Errorf("persistence: open %s: %s: %w", db.path, stmt, db.classify(err))
 	}
 	return nil
 }
@@ -377,7 +388,7 @@ func (db *DB) execSetup(ctx context.Context, stmt string) error {
 func (db *DB) userVersion(ctx context.Context) (int, error) {
 	var v int
 	if err := db.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return 0, fmt.Errorf("persistence: open %s: read user_version: %w", db.path, classify(err))
+		return 0, fmt.Errorf("persistence: open %s: read user_version: %w", db.path, db.classify(err))
 	}
 	return v, nil
 }
@@ -523,7 +534,7 @@ func (db *DB) checkpointLocked(ctx context.Context) error {
 	var busy, logFrames, checkpointed int
 	err := db.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &checkpointed)
 	if err != nil {
-		return fmt.Errorf("persistence: checkpoint %s: %w", db.path, classify(err))
+		return fmt.Errorf("persistence: checkpoint %s: %w", db.path, db.classify(err))
 	}
 	if busy != 0 {
 		return fmt.Errorf("persistence: checkpoint %s: incomplete, another connection holds the database (%d of %d frames copied)",
@@ -552,14 +563,14 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 
 	rows, err := db.conn.QueryContext(ctx, "PRAGMA integrity_check("+strconv.Itoa(maxIntegrityProblems)+")")
 	if err != nil {
-		return fmt.Errorf("persistence: integrity check %s: %w", db.path, classify(err))
+		return fmt.Errorf("persistence: integrity check %s: %w", db.path, db.classify(err))
 	}
 	defer rows.Close()
 	var problems []string
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
-			return fmt.Errorf("persistence: integrity check %s: %w", db.path, classify(err))
+			return fmt.Errorf("persistence: integrity check %s: %w", db.path, db.classify(err))
 		}
 		for _, line := range strings.Split(s, "\n") {
 			if line = strings.TrimSpace(line); line != "" && len(problems) < maxIntegrityProblems {
@@ -568,7 +579,7 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("persistence: integrity check %s: %w", db.path, classify(err))
+		return fmt.Errorf("persistence: integrity check %s: %w", db.path, db.classify(err))
 	}
 	if len(problems) == 1 && problems[0] == "ok" {
 		return nil
@@ -685,7 +696,7 @@ func (db *DB) keepLogLocked() error {
 	}
 	var busy, logFrames, copied int
 	if err := db.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied); err != nil {
-		return fmt.Errorf("checkpoint: %w", classify(err))
+		return fmt.Errorf("checkpoint: %w", db.classify(err))
 	}
 	if busy != 0 || copied < logFrames {
 		// Another connection reads an old snapshot: leave the log as
@@ -709,7 +720,7 @@ func (db *DB) keepLogLocked() error {
 // transaction that sets the schema version to the value it has.
 func (db *DB) seedLogLocked(ctx context.Context) (err error) {
 	if _, err := db.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("restart the log: %w", classify(err))
+		return fmt.Errorf("restart the log: %w", db.classify(err))
 	}
 	defer func() {
 		if err != nil {
@@ -718,13 +729,13 @@ func (db *DB) seedLogLocked(ctx context.Context) (err error) {
 	}()
 	var v int
 	if err := db.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("restart the log: %w", classify(err))
+		return fmt.Errorf("restart the log: %w", db.classify(err))
 	}
 	if _, err := db.conn.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(v)); err != nil {
-		return fmt.Errorf("restart the log: %w", classify(err))
+		return fmt.Errorf("restart the log: %w", db.classify(err))
 	}
 	if _, err := db.conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("restart the log: %w", classify(err))
+		return fmt.Errorf("restart the log: %w", db.classify(err))
 	}
 	// SQLite checkpoints the log once more as the connection closes, and
 	// would sync the log and the database file around copying that frame.
@@ -734,7 +745,7 @@ func (db *DB) seedLogLocked(ctx context.Context) (err error) {
 	// header has just been synced, is not started again before a
 	// checkpoint that syncs.
 	if _, err := db.conn.ExecContext(ctx, "PRAGMA synchronous = OFF"); err != nil {
-		return fmt.Errorf("restart the log: %w", classify(err))
+		return fmt.Errorf("restart the log: %w", db.classify(err))
 	}
 	return nil
 }
@@ -755,6 +766,18 @@ func CheckFile(ctx context.Context, path string) error {
 	return errors.Join(checkErr, closeErr)
 }
 
+// writable returns nil when this process may write the existing file at
+// path, and the reason otherwise. It asks the system by opening the file for
+// writing, so that permissions, ACLs and a read-only mount all count, as
+// they do for SQLite. It costs an open and a close (a few microseconds).
+func writable(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
 // wrapAcquire adds context to an error of acquire, keeping ErrClosed bare.
 func wrapAcquire(op string, err error) error {
 	if errors.Is(err, ErrClosed) {
@@ -769,6 +792,9 @@ const (
 	sqliteCorrupt  = 11
 	sqliteNotADB   = 26
 	sqliteCantOpen = 14
+	sqliteIOErr    = 10
+	sqliteFull     = 13
+	sqliteReadOnly = 8
 )
 
 // sqliteCode returns the primary SQLite result code of err, or 0.
@@ -781,17 +807,53 @@ func sqliteCode(err error) int {
 }
 
 // classify wraps err with ErrCorrupt when SQLite reported a damaged file or
-// a file that is not a database, and with ErrCantOpen when it could not
-// open one.
+// a file that is not a database, with ErrCantOpen when it could not open
+// one, with ErrDiskFull when SQLite or the system said the file system is
+// full, and with ErrReadOnly when SQLite could not write (the file, its
+// directory, or a connection that only reads).
 func classify(err error) error {
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrCantOpen) || errors.Is(err, ErrDiskFull) || errors.Is(err, ErrReadOnly) {
+		return err // classified already
+	}
 	switch sqliteCode(err) {
 	case sqliteCorrupt, sqliteNotADB:
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	case sqliteCantOpen:
 		return fmt.Errorf("%w: %w", ErrCantOpen, err)
+	case sqliteFull:
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
+	case sqliteReadOnly:
+		return fmt.Errorf("%w: %w", ErrReadOnly, err)
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
 	}
 	return err
 }
+
+// lowSpaceBytes: below this much space available on the file system of a
+// file, an I/O error of SQLite on that file is reported as ErrDiskFull.
+// SQLite reports some writes that failed for want of space as bare I/O
+// errors (growing the log's index: SQLITE_IOERR_SHMSIZE), and 1 MiB is more
+// than any single such write needs (the index grows by 32 KiB).
+const lowSpaceBytes = 1 << 20
+
+// classifyAt is classify for an error on the file at path: an I/O error is
+// also taken for a full disk when the file system holding path is all but
+// full.
+func classifyAt(path string, err error) error {
+	err = classify(err)
+	if err == nil || errors.Is(err, ErrDiskFull) || sqliteCode(err) != sqliteIOErr {
+		return err
+	}
+	if lowSpace(filepath.Dir(path)) {
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
+	}
+	return err
+}
+
+// classify is classifyAt for the file of db.
+func (db *DB) classify(err error) error { return classifyAt(db.path, err) }
 
 // fileURI returns the driver DSN for path: a SQLite URI filename
 // (https://www.sqlite.org/uri.html), so that mode=ro is honoured and a

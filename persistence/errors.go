@@ -36,6 +36,24 @@ var (
 	// process out of file descriptors.
 	ErrCantOpen = errors.New("persistence: cannot open the file")
 
+	// ErrReadOnly is wrapped by the error [Open] returns when the file
+	// exists but this process may not write it (its permissions, or a
+	// read-only file system): SQLite would open such a file read-only
+	// without a word and refuse each write later, so Open refuses it at
+	// once. It is also wrapped by SQLite's refusals to write
+	// (SQLITE_READONLY: a directory in which the log cannot be created, a
+	// write on a DB opened with [Options.ReadOnly]).
+	ErrReadOnly = errors.New("persistence: file is not writable")
+
+	// ErrDiskFull is wrapped by the errors of writes (commits, checkpoints,
+	// file creation, Open's setup) that failed because the file system
+	// holding the file has no space left: SQLite's SQLITE_FULL, ENOSPC, and
+	// SQLite's I/O errors (such as SQLITE_IOERR_SHMSIZE, when the log's
+	// index cannot grow) while less than 1 MiB is available to this
+	// process on that file system. Nothing is lost: the failed transaction
+	// was rolled back, and writes succeed again once space is freed.
+	ErrDiskFull = errors.New("persistence: disk is full")
+
 	// ErrCorrupt is wrapped by the error returned when the file is not a
 	// valid SQLite database or fails the integrity check.
 	ErrCorrupt = errors.New("persistence: database file is corrupt")

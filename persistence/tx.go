@@ -91,7 +91,7 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 	if queryOnly {
 		if _, err := db.execLocked(ctx, "PRAGMA query_only = 1"); err != nil {
 			db.release()
-			return nil, fmt.Errorf("persistence: begin %s: %w", db.path, classify(err))
+			return nil, fmt.Errorf("persistence: begin %s: %w", db.path, db.classify(err))
 		}
 	}
 	if _, err := db.execLocked(ctx, stmt); err != nil {
@@ -99,7 +99,7 @@ func (db *DB) begin(ctx context.Context, mode beginMode, managed bool) (*Tx, err
 			_, _ = db.execLocked(context.Background(), "PRAGMA query_only = 0")
 		}
 		db.release()
-		return nil, fmt.Errorf("persistence: begin %s: %w", db.path, classify(err))
+		return nil, fmt.Errorf("persistence: begin %s: %w", db.path, db.classify(err))
 	}
 	db.aborted.Store(false)
 	db.wrote.Store(false)
@@ -216,7 +216,7 @@ func (tx *Tx) queryLocked(ctx context.Context, query string, args ...any) (*sql.
 	}
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
-		return nil, classify(err)
+		return nil, tx.db.classify(err)
 	}
 	tx.rows = append(tx.rows, rows)
 	return rows, nil
@@ -416,7 +416,7 @@ func (tx *Tx) end(commit bool) error {
 	if _, err := db.execLocked(context.Background(), "COMMIT"); err != nil {
 		// SQLite keeps the transaction open when COMMIT fails on a
 		// deferred constraint or SQLITE_BUSY; roll it back.
-		return errors.Join(fmt.Errorf("%w: %s: %w", ErrCommit, db.path, err), db.rollbackLocked())
+		return errors.Join(fmt.Errorf("%w: %s: %w", ErrCommit, db.path, db.classify(err)), db.rollbackLocked())
 	}
 	tx.wrote = db.wrote.Load()
 	return nil
