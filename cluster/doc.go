@@ -130,6 +130,8 @@
 // # Testing
 //
 // Package etcdlocal runs etcd members inside a process on loopback ports,
-// for tests and examples; the examples/cluster program runs three nodes as
-// processes of their own.
+// for tests and examples, serving plain HTTP (Start) or TLS with client
+// certificates required (StartTLS); the examples/cluster program runs
+// three nodes as processes of their own (-tls and -etcd-tls give them
+// certificates).
 package cluster

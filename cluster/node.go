@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +151,15 @@ func (n *Node) checkDepth(ctx context.Context) error {
 	resp, err := n.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, string(want))).Else(clientv3.OpGet(k)).Commit()
 	if err != nil {
-		return fmt.Errorf("cluster: reading the cluster's configuration: %w", err)
+		// The node's first request to etcd: an endpoint that does not
+		// answer, or TLS that does not match etcd's (a missing client
+		// certificate, another CA), ends here, often as a bare deadline.
+		how := "without TLS"
+		if n.cfg.EtcdTLS != nil {
+			how = "with TLS"
+		}
+		return fmt.Errorf("cluster: connecting to etcd at %s (%s): reading the cluster's configuration: %w",
+			strings.Join(n.cfg.Etcd, ","), how, err)
 	}
 	if resp.Succeeded {
 		return nil

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/fractalrt/fractal/cluster"
+	"github.com/fractalrt/fractal/cluster/etcdlocal"
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -641,4 +642,97 @@ func writeCerts(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// With etcd requiring client certificates (etcd's --client-cert-auth),
+// nodes given the cluster's certificate (-etcd-tls) join and serve every
+// subtree through each other, and a node without a certificate, or with
+// one from another CA, fails to join within its start timeout, exiting
+// non-zero with an error that names etcd.
+func TestProcessesEtcdTLS(t *testing.T) {
+	bin, _ := build(t)
+	certs := t.TempDir()
+	writeCerts(t, certs)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := etcdlocal.StartTLS(ctx, t.TempDir(), 1, etcdlocal.TLSFiles{
+		CA: filepath.Join(certs, "ca.crt"), Cert: filepath.Join(certs, "node.crt"), Key: filepath.Join(certs, "node.key"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	etcd := e.Endpoints()
+	root := t.TempDir()
+	n1 := startProc(t, bin, "n1", filepath.Join(root, "n1"), etcd, "-tls", certs, "-etcd-tls", certs)
+	n2 := startProc(t, bin, "n2", filepath.Join(root, "n2"), etcd, "-tls", certs, "-etcd-tls", certs)
+	branches := []string{"t1", "t2", "t3", "t4"}
+	for _, b := range branches {
+		for _, p := range []*nodeProc{n1, n2} {
+			p.must("deposit", "bank/"+b+"/acct", 1)
+		}
+	}
+	owners := n1.owners()
+	perNode := map[string]int{}
+	for _, b := range branches {
+		perNode[owners["bank/"+b].Node]++
+		for _, p := range []*nodeProc{n1, n2} {
+			if got := p.must("balance", "bank/"+b+"/acct", 0); got != 2 {
+				t.Fatalf("bank/%s through %s: %d, want 2", b, p.name, got)
+			}
+		}
+	}
+	if perNode["n1"] == 0 || perNode["n2"] == 0 {
+		t.Fatalf("subtrees per node %v: want both nodes used", perNode)
+	}
+	t.Logf("two nodes with etcd over TLS: subtrees per node %v", perNode)
+
+	other := t.TempDir()
+	writeCerts(t, other) // another CA
+	for _, c := range []struct {
+		what string
+		args []string
+	}{
+		{"without a certificate", []string{"-tls", certs}},
+		{"with a certificate from another CA", []string{"-tls", certs, "-etcd-tls", other}},
+	} {
+		const timeout = 5 * time.Second
+		start := time.Now()
+		out, code := runFailing(t, bin, append([]string{"-node", "n3", "-data", filepath.Join(root, "n3"),
+			"-etcd", strings.Join(etcd, ","), "-ttl", procTTL.String(), "-start-timeout", timeout.String()}, c.args...)...)
+		took := time.Since(start)
+		if code == 0 || strings.Contains(out, "LISTEN ") {
+			t.Fatalf("a node %s joined (exit %d):\n%s", c.what, code, out)
+		}
+		if !strings.Contains(out, "cluster: connecting to etcd at "+strings.Join(etcd, ",")) {
+			t.Fatalf("a node %s: exit %d, want an error naming etcd:\n%s", c.what, code, out)
+		}
+		t.Logf("a node %s exited %d after %v: %s", c.what, code, took.Round(time.Millisecond), strings.TrimSpace(out))
+	}
+	if o := n2.owners(); len(o) != len(owners) {
+		t.Fatalf("the table changed: %v, was %v", o, owners)
+	}
+	for _, n := range n1.owners() {
+		if n.Node == "n3" {
+			t.Fatalf("a subtree placed on the node that failed to join: %v", n1.owners())
+		}
+	}
+}
+
+// runFailing runs the node program with args, expecting it to end on its
+// own within a minute, and returns its output and exit code.
+func runFailing(t *testing.T, bin string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v did not end within a minute:\n%s", bin, args, out)
+	}
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
 }

@@ -43,10 +43,15 @@ func main() {
 	api := flag.String("http", "127.0.0.1:0", "address of the node's HTTP API (with -node; loopback only)")
 	ttl := flag.Duration("ttl", 3*time.Second, "lease TTL of the nodes")
 	tlsDir := flag.String("tls", "", "with -node: secure the remote transport with DIR/ca.crt, DIR/node.crt and DIR/node.key (mutual TLS)")
+	etcdTLSDir := flag.String("etcd-tls", "", "with -node: connect to etcd over TLS, trusting DIR/ca.crt and presenting DIR/node.crt and DIR/node.key")
+	startTimeout := flag.Duration("start-timeout", time.Minute, "with -node: give up joining the cluster (reaching etcd, registering) after this long")
 	flag.Parse()
 	var err error
 	if *node != "" {
-		err = runNode(*node, *data, *etcd, *listen, *api, *ttl, *tlsDir)
+		err = runNode(nodeFlags{
+			name: *node, data: *data, etcd: *etcd, listen: *listen, http: *api, ttl: *ttl,
+			tlsDir: *tlsDir, etcdTLSDir: *etcdTLSDir, startTimeout: *startTimeout,
+		})
 	} else {
 		err = drive(*data, *ttl)
 	}

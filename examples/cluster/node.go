@@ -90,7 +90,7 @@ func bankKinds() []actors.Kind {
 //	GET  /request?path=P&op=deposit|balance|transfer&amount=N&sleep=D&to=PATH
 //	GET  /owners
 //	POST /move?unit=U&to=NODE
-func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration, tlsDir string) error {
+func runNode(f nodeFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level := slog.LevelWarn
@@ -98,23 +98,25 @@ func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration, tlsDi
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	var tlsConfig *tls.Config
-	if tlsDir != "" {
-		var err error
-		if tlsConfig, err = loadTLS(tlsDir); err != nil {
-			return err
-		}
+	tlsConfig, err := loadTLS(f.tlsDir)
+	if err != nil {
+		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	etcdTLS, err := loadTLS(f.etcdTLSDir)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, f.startTimeout)
 	defer cancel()
 	n, err := cluster.Start(sctx, cluster.Config{
-		Name:           name,
-		DataDir:        data,
-		Etcd:           strings.Split(etcd, ","),
-		ListenAddr:     listen,
+		Name:           f.name,
+		DataDir:        f.data,
+		Etcd:           strings.Split(f.etcd, ","),
+		EtcdTLS:        etcdTLS,
+		ListenAddr:     f.listen,
 		TLS:            tlsConfig,
 		PlacementDepth: 2, // a branch and its accounts live together
-		LeaseTTL:       ttl,
+		LeaseTTL:       f.ttl,
 		RequestTimeout: 10 * time.Second,
 		Logger:         log,
 		Options:        actors.Options{Kinds: bankKinds(), Logger: log},
@@ -127,7 +129,7 @@ func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration, tlsDi
 		defer cancel()
 		n.Close(cctx)
 	}()
-	l, err := actors.ListenLoopback(httpAddr)
+	l, err := actors.ListenLoopback(f.http)
 	if err != nil {
 		return err
 	}
@@ -139,9 +141,24 @@ func runNode(name, data, etcd, listen, httpAddr string, ttl time.Duration, tlsDi
 	return nil
 }
 
-// loadTLS reads the CA and the node's certificate from dir: every node
-// presents its certificate and accepts only peers signed by the CA.
+// nodeFlags are the command line of a node (see main).
+type nodeFlags struct {
+	name, data, etcd, listen, http string
+	ttl                            time.Duration
+	tlsDir                         string // -tls: the remote transport's certificates
+	etcdTLSDir                     string // -etcd-tls: the etcd client's certificates
+	startTimeout                   time.Duration
+}
+
+// loadTLS reads the CA and the node's certificate from dir, or returns nil
+// when dir is empty. The same files serve the remote transport (-tls: every
+// node presents its certificate and accepts only peers signed by the CA)
+// and the etcd client (-etcd-tls: the node presents its certificate to
+// etcd and trusts only an etcd whose certificate the CA signed).
 func loadTLS(dir string) (*tls.Config, error) {
+	if dir == "" {
+		return nil, nil
+	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"))
 	if err != nil {
 		return nil, err
