@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -754,9 +755,47 @@ func (db *DB) seedLogLocked(ctx context.Context) (err error) {
 // closes it. The error wraps [ErrCorrupt] when the file is damaged or is not
 // a SQLite database, and [fs.ErrNotExist] when it is missing.
 //
+// A file in rollback-journal mode that a crash left with a hot journal
+// (path + "-journal") cannot be read read-only: SQLite must roll the
+// interrupted transaction back first, which the next read-write open does.
+// CheckFile then checks what that open would find: it copies the file and
+// its journal to a temporary directory (as much space as the file takes),
+// rolls the copy back and checks the copy, leaving the original as it was.
+//
 // Like any read-only DB, it may leave empty -wal and -shm files next to a
 // WAL-mode database (see [Options.ReadOnly]).
 func CheckFile(ctx context.Context, path string) error {
+	err := checkFile(ctx, path)
+	if sqliteExtendedCode(err) != sqliteReadOnlyRollback {
+		return err
+	}
+	if _, serr := os.Stat(path + "-journal"); serr != nil {
+		return err
+	}
+	tmp, terr := os.MkdirTemp("", "fractal-check-")
+	if terr != nil {
+		return errors.Join(err, fmt.Errorf("persistence: check %s: recovering a copy: %w", path, terr))
+	}
+	defer os.RemoveAll(tmp)
+	cp := filepath.Join(tmp, filepath.Base(path))
+	for _, suffix := range []string{"", "-journal"} {
+		if cerr := copyFile(path+suffix, cp+suffix); cerr != nil {
+			return errors.Join(err, fmt.Errorf("persistence: check %s: recovering a copy: %w", path, cerr))
+		}
+	}
+	// The first read of a read-write connection rolls the copy's journal
+	// back.
+	if rerr := rollBack(ctx, cp); rerr != nil {
+		return fmt.Errorf("persistence: check %s (rolled back in a copy): %w", path, classify(rerr))
+	}
+	if cerr := checkFile(ctx, cp); cerr != nil {
+		return fmt.Errorf("persistence: check %s (rolled back in a copy): %w", path, cerr)
+	}
+	return nil
+}
+
+// checkFile is CheckFile without the recovery of a hot journal.
+func checkFile(ctx context.Context, path string) error {
 	db, err := Open(ctx, path, &Options{ReadOnly: true})
 	if err != nil {
 		return err
@@ -764,6 +803,40 @@ func CheckFile(ctx context.Context, path string) error {
 	checkErr := db.IntegrityCheck(ctx)
 	closeErr := db.Close()
 	return errors.Join(checkErr, closeErr)
+}
+
+// rollBack opens the file at path read-write, which rolls a hot journal
+// back, and closes it.
+func rollBack(ctx context.Context, path string) error {
+	dsn, err := fileURI(path, false)
+	if err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", strings.Replace(dsn, "mode=rwc", "mode=rw", 1))
+	if err != nil {
+		return err
+	}
+	var n int
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&n)
+	return errors.Join(err, db.Close())
+}
+
+// copyFile copies the file src to a new file dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // writable returns nil when this process may write the existing file at
@@ -796,6 +869,19 @@ const (
 	sqliteFull     = 13
 	sqliteReadOnly = 8
 )
+
+// sqliteReadOnlyRollback is SQLITE_READONLY_ROLLBACK: a read-only
+// connection found a hot journal it may not roll back.
+const sqliteReadOnlyRollback = sqliteReadOnly | 3<<8
+
+// sqliteExtendedCode returns the extended SQLite result code of err, or 0.
+func sqliteExtendedCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
 
 // sqliteCode returns the primary SQLite result code of err, or 0.
 func sqliteCode(err error) int {

@@ -2,6 +2,7 @@ package persistence_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -999,5 +1000,67 @@ func TestConcurrentUpdates(t *testing.T) {
 	wg.Wait()
 	if got := queryInts(t, db, `SELECT n FROM c`); !slices.Equal(got, []int{workers * rounds}) {
 		t.Errorf("counter = %v, want %d", got, workers*rounds)
+	}
+}
+
+// A file in rollback-journal mode copied with its hot journal in the middle
+// of a transaction (what a crash leaves) cannot be read read-only; CheckFile
+// checks it as the next read-write open would find it, rolled back, and
+// leaves the original and its journal as they were.
+func TestCheckFileRollsAHotJournalBackInACopy(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "live.db")
+	db, err := sql.Open("sqlite", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		`PRAGMA journal_mode = DELETE`,
+		`PRAGMA cache_size = 2`, // dirty pages spill to the file before COMMIT
+		`CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT NOT NULL)`,
+		`WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 500) INSERT INTO kv SELECT k, 'committed' FROM n`,
+		`BEGIN`,
+		`UPDATE kv SET v = printf('%0500d', k)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// The crash: the file and its journal as they are mid-transaction.
+	crashed := filepath.Join(dir, "crashed.db")
+	for _, s := range []string{"", "-journal"} {
+		b, err := os.ReadFile(src + s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crashed+s, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := fileDigest(t, crashed)
+	journal, _ := fileDigest(t, crashed+"-journal")
+	// What CheckFile has to get past: a read-only open is refused.
+	if _, err := persistence.Open(context.Background(), crashed, &persistence.Options{ReadOnly: true}); !errors.Is(err, persistence.ErrReadOnly) {
+		t.Fatalf("a read-only open of a file with a hot journal: %v; want SQLite's refusal (ErrReadOnly)", err)
+	}
+
+	if err := persistence.CheckFile(context.Background(), crashed); err != nil {
+		t.Fatalf("CheckFile of a file with a hot journal: %v", err)
+	}
+	if after, _ := fileDigest(t, crashed); after != before {
+		t.Error("CheckFile changed the file")
+	}
+	if after, _ := fileDigest(t, crashed+"-journal"); after != journal {
+		t.Error("CheckFile changed the journal")
+	}
+	// The runtime's open rolls it back: the committed rows, unchanged.
+	live := openTestDBAt(t, crashed, nil)
+	if got := queryString(t, live, `SELECT group_concat(DISTINCT v) FROM kv`); got != "committed" {
+		t.Errorf("after the rollback: %q, want committed", got)
 	}
 }

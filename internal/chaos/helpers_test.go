@@ -219,7 +219,7 @@ func hasTable(tx *persistence.Tx, table string) (bool, error) {
 
 // checkAll runs SQLite's integrity check on every part file and runtime
 // file under dir and returns the failures; hot counts the files that had
-// to be recovered first (see hotJournal).
+// a rollback journal, which CheckFile rolls back in a copy (see hotJournal).
 func checkAll(t testing.TB, dir string) (checked, hot int, failures []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -231,12 +231,10 @@ func checkAll(t testing.TB, dir string) (checked, hot int, failures []string) {
 	}
 	for _, f := range files {
 		checked++
-		err := persistence.CheckFile(ctx, f)
-		if hotJournal(f, err) {
-			hot++
-			err = persistence.CheckFile(ctx, recoveredCopy(t, f))
+		if _, err := os.Stat(f + "-journal"); err == nil {
+			hot++ // CheckFile checks it rolled back, in a copy
 		}
-		if err != nil {
+		if err := persistence.CheckFile(ctx, f); err != nil {
 			failures = append(failures, fmt.Sprintf("%s: %v", f, err))
 		}
 	}
