@@ -47,7 +47,7 @@ type nodeProc struct {
 	etcd []string
 	bin  string
 	cmd  *exec.Cmd
-	api  string
+	api  atomic.Pointer[string] // base URL of the HTTP API: set again by a restart, read by loaders meanwhile
 	exit chan struct{}
 	args []string // more arguments
 
@@ -127,7 +127,8 @@ func (p *nodeProc) start() {
 	}()
 	select {
 	case a := <-addr:
-		p.api = "http://" + a
+		u := "http://" + a
+		p.api.Store(&u)
 	case <-p.exit:
 		p.t.Fatalf("node %s exited before it listened", p.name)
 	case <-time.After(time.Minute):
@@ -135,6 +136,9 @@ func (p *nodeProc) start() {
 		p.t.Fatalf("node %s did not start", p.name)
 	}
 }
+
+// url returns the base URL of the node's HTTP API.
+func (p *nodeProc) url() string { return *p.api.Load() }
 
 // kill ends the process at once (SIGKILL) and waits for it.
 func (p *nodeProc) kill() {
@@ -186,7 +190,7 @@ type apiResult struct {
 func (p *nodeProc) call(op, path string, amount int, sleep time.Duration) apiResult {
 	p.t.Helper()
 	q := url.Values{"path": {path}, "op": {op}, "amount": {fmt.Sprint(amount)}, "sleep": {sleep.String()}}
-	resp, err := httpClient.Get(p.api + "/request?" + q.Encode())
+	resp, err := httpClient.Get(p.url() + "/request?" + q.Encode())
 	if err != nil {
 		return apiResult{Error: err.Error(), Code: "http"}
 	}
@@ -201,7 +205,7 @@ func (p *nodeProc) call(op, path string, amount int, sleep time.Duration) apiRes
 func (p *nodeProc) transfer(from, to string, amount int) int {
 	p.t.Helper()
 	q := url.Values{"path": {from}, "op": {"transfer"}, "to": {to}, "amount": {fmt.Sprint(amount)}}
-	resp, err := httpClient.Get(p.api + "/request?" + q.Encode())
+	resp, err := httpClient.Get(p.url() + "/request?" + q.Encode())
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -224,7 +228,7 @@ func (p *nodeProc) must(op, path string, amount int) int {
 
 func (p *nodeProc) owners() map[string]cluster.Owner {
 	p.t.Helper()
-	resp, err := http.Get(p.api + "/owners")
+	resp, err := http.Get(p.url() + "/owners")
 	if err != nil {
 		p.t.Fatalf("%v (node %s: %s)", err, p.name, p.state())
 	}

@@ -89,6 +89,8 @@ func bankKinds() []actors.Kind {
 //
 //	GET  /request?path=P&op=deposit|balance|transfer&amount=N&sleep=D&to=PATH
 //	GET  /owners
+//	GET  /local?path=P (whether this node serves P: it owns P's subtree, its
+//	                    lease holds and no move of it is under way)
 //	POST /move?unit=U&to=NODE
 func runNode(f nodeFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -223,6 +225,14 @@ func nodeAPI(n *cluster.Node) http.Handler {
 			res.Value = v.(int)
 		}
 		json.NewEncoder(w).Encode(res)
+	})
+	mux.HandleFunc("/local", func(w http.ResponseWriter, r *http.Request) {
+		p, err := actors.ParsePath(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		json.NewEncoder(w).Encode(n.Local(p))
 	})
 	mux.HandleFunc("/owners", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(n.Owners())
