@@ -373,6 +373,45 @@ type outbox struct {
 	timers  map[string]*time.Timer // lane -> its retry
 	indexed bool                   // p noted in the alarm index by this incarnation
 	stopped bool
+	fails   int // batches in a row that failed with deliveries to send or settle (see failed)
+}
+
+// failed arranges for the lanes, which p holds, to be pumped again: the
+// batch that was to send their rows or record their attempts' outcomes
+// failed (its commit, or the recording itself). The delay is the delivery
+// backoff for the number of such failures in a row, at most alarmLease.
+func (ob *outbox) failed(p *part, lanes []string) {
+	if len(lanes) == 0 {
+		return
+	}
+	ob.mu.Lock()
+	if ob.stopped {
+		ob.mu.Unlock()
+		return // the next incarnation pumps every lane
+	}
+	ob.fails++
+	n := ob.fails
+	if ob.busy == nil {
+		ob.busy = make(map[string]int64)
+	}
+	for _, lane := range lanes {
+		if _, ok := ob.busy[lane]; !ok {
+			ob.busy[lane] = 0 // p holds it again; its pump finds the row
+		}
+	}
+	ob.mu.Unlock()
+	delay := min(p.sys.opts.Delivery.Backoff.Delay(min(n, 64), rand.Float64()), alarmLease)
+	at := time.Now().Add(delay)
+	for _, lane := range lanes {
+		ob.retryAt(p, lane, at)
+	}
+}
+
+// succeeded ends a run of failures (see failed).
+func (ob *outbox) succeeded() {
+	ob.mu.Lock()
+	ob.fails = 0
+	ob.mu.Unlock()
 }
 
 // index notes p in the alarm index, once per incarnation: the entry stays
@@ -577,6 +616,12 @@ func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 		err = p.pumpOrSettle(b)
 	case outboxResult:
 		err = p.settleDelivery(b, m)
+		if err != nil && p.ob.holder(m.rows[0].lane()) == m.rows[0].id {
+			// The outcome is not recorded and the attempt is over:
+			// the lane's rows go again (settled below also covers a
+			// failure of b's commit).
+			p.ob.failed(p, []string{m.rows[0].lane()})
+		}
 	case deadLetterOp:
 		val, err = p.deadLetterOp(b, m)
 	case childCreated:
@@ -732,6 +777,9 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	}
 	lane := m.rows[0].lane()
 	mine := p.ob.holder(lane) == m.rows[0].id // else an attempt of an earlier incarnation
+	if mine {
+		b.settled = append(b.settled, lane)
+	}
 	if m.err == nil {
 		p.countDelivery("ok", m.took)
 		if !mine {

@@ -242,6 +242,39 @@ func TestSendDurableRedeliveryHandledOnce(t *testing.T) {
 	}
 }
 
+// When the sender's batch that records an acknowledgement fails (its
+// commit: here the fence, in production a full disk), the lane is pumped
+// again after the delivery backoff, not after the alarm index's 30 s lease;
+// the redelivery is acknowledged without being handled again.
+func TestSendDurableSettleFailureRetriedSoon(t *testing.T) {
+	var attempts *atomic.Int64
+	var refused atomic.Int64
+	fence := func(p actors.Path) error {
+		// d/a's first check after d/b handled the message: the batch
+		// that records d/b's acknowledgement.
+		if p.String() == "d/a" && attempts.Load() > 0 && refused.CompareAndSwap(0, 1) {
+			return errors.New("commit refused")
+		}
+		return nil
+	}
+	h, _, att := durableHarness(t, actors.Options{Fence: fence})
+	attempts = att
+	start := time.Now()
+	h.MustRequest("d/a", dSend{To: "d/b", N: []int{7}})
+	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	took := time.Since(start)
+	if refused.Load() != 1 {
+		t.Fatal("the fence never refused d/a's commit: the test did not exercise a failed settle")
+	}
+	if took > 10*time.Second {
+		t.Fatalf("the outbox emptied after %v: the lane waited for the alarm index's lease", took)
+	}
+	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 7 || attempts.Load() != 1 {
+		t.Fatalf("counter %d after %d handler runs; want 7 and one run", n, attempts.Load())
+	}
+	t.Logf("delivered and settled in %v", took)
+}
+
 func TestCallReplies(t *testing.T) {
 	h, down, _ := durableHarness(t, actors.Options{})
 	id := h.MustRequest("d/a", dCall{To: "d/b", N: 4}).(int64)

@@ -821,9 +821,10 @@ type batch struct {
 	replies []heldReply // released after the commit (the output gate)
 	out     []*envelope // sent after the commit
 
-	sends [][]outRow // durable deliveries (rows of one lane each, which they hold), sent once it is durable
-	fresh []outRow   // durable messages it stored: sent once it is durable, when their lanes are free
-	part  *part
+	sends   [][]outRow // durable deliveries (rows of one lane each, which they hold), sent once it is durable
+	settled []string   // lanes p holds whose attempt's outcome this batch recorded (see outbox.failed)
+	fresh   []outRow   // durable messages it stored: sent once it is durable, when their lanes are free
+	part    *part
 
 	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
 	runtime            int   // of n, the runtime's own messages (see holdRuntime)
@@ -1104,6 +1105,9 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		if b.maxFresh > 0 && b.maxFresh > b.part.durableOut.Load() {
 			b.part.durableOut.Store(b.maxFresh) // releases run in commit order
 		}
+		if len(b.sends) > 0 || len(b.settled) > 0 {
+			b.part.ob.succeeded()
+		}
 		for _, rows := range b.sends {
 			b.part.send(rows)
 		}
@@ -1113,11 +1117,16 @@ func (b *batch) release(s *System, err error, failed outcome) {
 			} // else it follows the older messages of its lane, when that moves on
 		}
 	} else {
-		// Nothing of this batch happened: give back the lanes it took.
-		// The alarm index wakes the part to try again.
+		// Nothing of this batch happened: the lanes whose deliveries it
+		// took or whose outcomes it recorded are pumped again, from the
+		// file, after a backoff that grows while batches keep failing
+		// (a full disk). Without that they would wait for the alarm
+		// index's lease (alarmLease).
+		lanes := b.settled
 		for _, rows := range b.sends {
-			b.part.ob.free(rows[0].lane())
+			lanes = append(lanes, rows[0].lane())
 		}
+		b.part.ob.failed(b.part, lanes)
 	}
 	for _, r := range b.replies {
 		if err != nil && r.err == nil {

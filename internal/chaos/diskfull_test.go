@@ -24,35 +24,50 @@ import (
 // and says loudly when it cannot.
 const diskFullEnv = "FRACTAL_CHAOS_DISKFULL"
 
-// The disk-full workload: each write stores its id and a payload.
+// The disk-full workload: each write stores its id and a payload; one in
+// four also sends a durable message (fullEcho) to another part, whose
+// handler records the id in received (no uniqueness constraint: a message
+// handled twice shows).
 type (
 	fullWrite struct {
 		ID   string
 		Size int
+		To   string // when set, a durable fullEcho goes there
 	}
 	fullCount struct{}
+	fullEcho  struct{ ID string }
 )
+
+func init() { actors.MustRegisterMessage[fullEcho]("chaos.full.echo") }
 
 var fullMigrations = []persistence.Migration{{Name: "writes", SQL: `
 	CREATE TABLE writes (id TEXT NOT NULL, payload BLOB NOT NULL);
 	CREATE TABLE counter (n INTEGER NOT NULL);
-	INSERT INTO counter VALUES (0);`}}
+	INSERT INTO counter VALUES (0);
+	CREATE TABLE received (id TEXT NOT NULL);`}}
 
 func fullHandler(c *actors.Context, msg any) (any, error) {
-	if _, ok := msg.(fullCount); ok {
+	switch m := msg.(type) {
+	case fullCount:
 		var n int
 		err := c.QueryRow(`SELECT n FROM counter`).Scan(&n)
 		return n, err
-	}
-	m, ok := msg.(fullWrite)
-	if !ok {
-		return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
-	}
-	if _, err := c.Exec(`INSERT INTO writes (id, payload) VALUES (?, randomblob(?))`, m.ID, m.Size); err != nil {
+	case fullEcho:
+		_, err := c.Exec(`INSERT INTO received (id) VALUES (?)`, m.ID)
+		return nil, err
+	case fullWrite:
+		if m.To != "" {
+			if err := c.SendDurable(m.To, fullEcho{ID: m.ID}); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := c.Exec(`INSERT INTO writes (id, payload) VALUES (?, randomblob(?))`, m.ID, m.Size); err != nil {
+			return nil, err
+		}
+		_, err := c.Exec(`UPDATE counter SET n = n + 1`)
 		return nil, err
 	}
-	_, err := c.Exec(`UPDATE counter SET n = n + 1`)
-	return nil, err
+	return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
 }
 
 func fullKinds() []actors.Kind {
@@ -99,6 +114,7 @@ func TestDiskFull(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		acked    = map[string]string{} // id -> path
+		echoed   = map[string]string{} // id of an acknowledged write -> where its durable message went
 		errs     = map[string]int{}    // error text, paths and ids removed -> count
 		examples = map[string]error{}
 		failed   int
@@ -108,14 +124,21 @@ func TestDiskFull(t *testing.T) {
 		mu.Lock()
 		seq++
 		id := fmt.Sprintf("w%d", seq)
+		to := ""
+		if seq%4 == 0 {
+			to = fmt.Sprintf("d/p%d", seq/4%8)
+		}
 		mu.Unlock()
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		_, err := sys.Request(rctx, path, fullWrite{ID: id, Size: size})
+		_, err := sys.Request(rctx, path, fullWrite{ID: id, Size: size, To: to})
 		mu.Lock()
 		defer mu.Unlock()
 		if err == nil {
 			acked[id] = path
+			if to != "" {
+				echoed[id] = to
+			}
 			return nil
 		}
 		failed++
@@ -194,6 +217,31 @@ func TestDiskFull(t *testing.T) {
 		}
 	}
 	recovered := time.Since(freed)
+	// The durable messages of acknowledged writes, held back while their
+	// receivers could not commit, are delivered once space is back.
+	senders := map[string]bool{"d": true}
+	for _, p := range acked {
+		senders[p] = true
+	}
+	drained := false
+	for !drained && time.Since(freed) < 2*time.Minute {
+		left := 0
+		for p := range senders {
+			n, err := sys.Undelivered(ctx, p)
+			if err != nil {
+				t.Fatalf("undelivered messages of %s: %v", p, err)
+			}
+			left += n
+		}
+		drained = left == 0
+		if !drained {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !drained {
+		t.Errorf("durable messages still undelivered 2 minutes after space was freed")
+	}
+	delivered := time.Since(freed)
 	commitErrors := counterValue(t, reg, "fractal_messages_total", "kind", "leaf", "outcome", "commit_error")
 	handlerErrors := counterValue(t, reg, "fractal_messages_total", "kind", "leaf", "outcome", "error")
 	activationErrors := counterValue(t, reg, "fractal_messages_total", "kind", "leaf", "outcome", "activation_error")
@@ -240,10 +288,66 @@ func TestDiskFull(t *testing.T) {
 			}
 		}
 	}
+	// Each durable message of an acknowledged write was handled once, by
+	// its receiver; no message of a refused write was handled.
+	received := map[string][]string{} // id -> receivers that handled it
+	for i := range 8 {
+		p := fmt.Sprintf("d/p%d", i)
+		var ids []string
+		err := readOnly(ctx, actors.MustParsePath(p).File(dir), func(tx *persistence.Tx) error {
+			var err error
+			ids, err = queryStrings(tx, `SELECT id FROM received`)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		for _, id := range ids {
+			received[id] = append(received[id], p)
+		}
+	}
+	committed := map[string]bool{} // ids of the writes in the files, acknowledged or not
+	parts, _ := partFiles(t, dir)
+	for _, f := range parts {
+		err := readOnly(ctx, f, func(tx *persistence.Tx) error {
+			if ok, err := hasTable(tx, "writes"); err != nil || !ok {
+				return err // created, but its migration met the full disk
+			}
+			ids, err := queryStrings(tx, `SELECT id FROM writes`)
+			for _, id := range ids {
+				committed[id] = true
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	echoLost, echoTwice, echoStray := 0, 0, 0
+	for id, to := range echoed {
+		if len(received[id]) == 0 {
+			echoLost++
+			t.Errorf("the durable message of acknowledged write %s never reached %s", id, to)
+		}
+	}
+	for id, by := range received {
+		if len(by) > 1 {
+			echoTwice++
+			t.Errorf("the durable message of %s was handled %d times (%v)", id, len(by), by)
+		}
+		if !committed[id] {
+			echoStray++ // handled, but its write was rolled back
+		}
+	}
 	checked, _, failures := checkAll(t, dir)
 	for _, f := range failures {
 		t.Errorf("integrity: %s", f)
 	}
+	if echoStray > 0 {
+		t.Errorf("%d durable messages handled whose write was rolled back", echoStray)
+	}
 	t.Logf("disk full: tmpfs=4MiB acknowledged=%d refused=%d (metrics: commit_error=%v error=%v activation_error=%v) recovered_in=%v lost=%d torn=%d corrupt=%d/%d files",
 		len(acked), failed, commitErrors, handlerErrors, activationErrors, recovered.Round(time.Millisecond), lost, torn, len(failures), checked)
+	t.Logf("disk full: durable_acknowledged=%d handled=%d lost=%d handled_twice=%d stray=%d all_delivered_in=%v",
+		len(echoed), len(received), echoLost, echoTwice, echoStray, delivered.Round(time.Millisecond))
 }
