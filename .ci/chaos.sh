@@ -5,6 +5,7 @@
 #
 #   CHAOS_CYCLES   kill -9 cycles of the crash test (default 200)
 #   FUZZTIME       time per fuzz target (default 30s)
+#   CHAOS_KILLMOVES moves interrupted by kill -9 (default 12)
 #   CHAOS_LOG      where the full output goes (default: a temporary file)
 #   CHAOS_STRICT=1 fail on the known failures too (see KNOWN below)
 #
@@ -37,7 +38,7 @@ step() {
 	cat "$out" >>"$LOG"
 	# The lines that carry figures, and the last progress line of a fuzzer.
 	{
-		grep -E 'crash: |disk full: |file faults: |full after|flood: |descriptors: |write: |read back: |hostile paths|--- FAIL|^FAIL|Failing input' "$out"
+		grep -E 'crash: |disk full: |file faults: |full after|flood: |descriptors: |write: |read back: |hostile paths|kills in |--- FAIL|^FAIL|Failing input' "$out"
 		grep -E 'fuzz: elapsed: .*execs: ' "$out" | tail -n 1
 	} | sed 's/^/    /'
 	rm -f "$out"
@@ -84,16 +85,23 @@ step "10,000 parts under RLIMIT_NOFILE=256" - \
 step "unknown messages, hostile paths" - \
 	$GO test -race -count=1 -timeout 20m -run '^(TestUnknownMessages|TestPathsStayInside)$' -v ./internal/chaos
 for target in ./actors/:FuzzParsePath ./actors/:FuzzSegmentEncoding ./actors/:FuzzResolve \
-	./actors/:FuzzDecodeMessage ./cmd/fractal/:FuzzCommand; do
+	./actors/:FuzzDecodeMessage ./cluster/:FuzzDecodeFrame ./cmd/fractal/:FuzzCommand; do
 	pkg=${target%%:*}
 	name=${target##*:}
 	step "fuzz $name ($FUZZTIME)" - \
 		$GO test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg"
 done
 
-# 6. Security: read-only commands, loopback listeners.
+# 6. Security: read-only commands, loopback listeners, TLS between nodes and
+#    to etcd.
 step "read-only commands, loopback listeners" - \
-	$GO test -race -count=1 -timeout 20m -run '^(TestCommandsDoNotWriteTheData|TestSQLRefusesWrites|TestSQLCannotWriteThroughAttach|TestServeMetrics)$' -v ./cmd/fractal ./actors
+	$GO test -race -count=1 -timeout 20m -run '^(TestCommandsDoNotWriteTheData|TestSQLRefusesWrites|TestSQLCannotWriteThroughAttach|TestServeMetrics|TestReadOnlyRefusesWritesAnywhere)$' -v ./cmd/fractal ./actors ./persistence
+step "TLS between nodes and to etcd" - \
+	$GO test -race -count=1 -timeout 20m -run '^(TestProcessesTLS|TestProcessesEtcdTLS)$' -v ./cluster
+
+# 7. Several nodes: kill -9 of the source or the target during moves.
+step "kill -9 during moves (${CHAOS_KILLMOVES:-12})" - \
+	$GO test -race -count=1 -timeout 40m -run '^TestProcessesKillDuringMove$' -v ./cluster -cluster.killmoves="${CHAOS_KILLMOVES:-12}"
 
 echo
 echo "=== make chaos: summary (full output: $LOG)"
