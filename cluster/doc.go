@@ -65,6 +65,13 @@
 // under way are refused meanwhile); since a subtree changes owner only
 // through a planned move, its subtrees are still its own.
 //
+// etcd itself: the loss of a minority of its members is not seen (the
+// clients and the renewals go to the others). Without a majority, what
+// needs etcd fails (placing a subtree, a move), and each node serves its
+// subtrees until its lease would expire, then refuses requests for them
+// with ErrUnavailable (wrapping ErrLeaseExpired on the owner itself)
+// until etcd is back and the lease renewed or the node registered again.
+//
 // # Planned moves
 //
 // Move (or `fractal move`) writes a moves/<subtree> key; the owner sees it

@@ -130,10 +130,11 @@ func (n *Node) serve(frame []byte) (reply, []byte) {
 }
 
 // serveRequest serves a request for a part of a subtree this node owns:
-// it waits while the subtree is being moved away, and refuses with
-// ErrNotOwner when the subtree is not (or no longer) this node's, so that
-// a sender whose view was stale asks the right node instead of this one
-// forwarding again.
+// it waits while the subtree is being moved away, refuses with
+// ErrUnavailable while the node's lease has expired, and with ErrNotOwner
+// when the subtree is not (or no longer) this node's, so that a sender
+// whose view was stale asks the right node instead of this one forwarding
+// again.
 func (n *Node) serveRequest(req request, data []byte) (any, error) {
 	p, err := actors.ParsePath(req.Path)
 	if err != nil {
@@ -154,6 +155,13 @@ func (n *Node) serveRequest(req request, data []byte) (any, error) {
 		}
 	}
 	epoch, owned := (*n.owned.Load())[unit]
+	if owned && epoch >= req.Epoch && time.Now().UnixNano() >= n.deadline.Load() {
+		// Still the owner, but unable to write until its lease is renewed
+		// (etcd unreachable): unavailable, as for a request made here.
+		// ErrNotOwner would have the sender ask again and again, to the
+		// end of its attempts, and then report a misleading error.
+		return nil, fmt.Errorf("%w: %s on node %s: %v", ErrUnavailable, unit, n.cfg.Name, ErrLeaseExpired)
+	}
 	if !owned || epoch < req.Epoch || !n.Local(p) {
 		return nil, fmt.Errorf("%w: %s is not on node %s", ErrNotOwner, unit, n.cfg.Name)
 	}

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -27,10 +28,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// Cluster is a set of etcd members running in this process.
+// Cluster is a set of etcd members running in this process. Its methods
+// are safe for concurrent use.
 type Cluster struct {
-	members []*embed.Etcd
+	dir     string
+	tls     *transport.TLSInfo
+	peers   []url.URL
+	urls    []url.URL
 	clients []string
+
+	mu      sync.Mutex
+	members []*embed.Etcd // nil: stopped
 }
 
 // TLSFiles names the PEM files with which StartTLS's members serve their
@@ -89,50 +97,114 @@ func start(ctx context.Context, dir string, n int, tlsInfo *transport.TLSInfo) (
 		}
 		peers[i], clients[i] = p, c
 	}
-	var initial []string
+	c := &Cluster{dir: dir, tls: tlsInfo, peers: peers, urls: clients, members: make([]*embed.Etcd, n)}
 	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=%s", i, peers[i].String()))
+		c.clients = append(c.clients, clients[i].Host)
 	}
-	c := &Cluster{}
 	for i := range n {
-		cfg := embed.NewConfig()
-		cfg.Name = fmt.Sprintf("m%d", i)
-		cfg.Dir = filepath.Join(dir, cfg.Name)
-		cfg.ListenPeerUrls = []url.URL{peers[i]}
-		cfg.AdvertisePeerUrls = []url.URL{peers[i]}
-		cfg.ListenClientUrls = []url.URL{clients[i]}
-		cfg.AdvertiseClientUrls = []url.URL{clients[i]}
-		if tlsInfo != nil {
-			cfg.ClientTLSInfo = *tlsInfo
-		}
-		cfg.InitialCluster = strings.Join(initial, ",")
-		cfg.InitialClusterToken = "fractal-local"
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-		cfg.UnsafeNoFsync = true
-		cfg.TickMs, cfg.ElectionMs = 100, 1000 // etcd's defaults: fewer spurious elections on a loaded machine
-		e, err := embed.StartEtcd(cfg)
+		e, err := embed.StartEtcd(c.config(i))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("etcdlocal: member %d: %w", i, err)
 		}
-		c.members = append(c.members, e)
-		c.clients = append(c.clients, clients[i].Host)
+		c.members[i] = e
 	}
 	for i, e := range c.members {
-		select {
-		case <-e.Server.ReadyNotify():
-		case err := <-e.Err():
+		if err := ready(ctx, i, e); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("etcdlocal: member %d: %w", i, err)
-		case <-ctx.Done():
-			c.Close()
-			return nil, fmt.Errorf("etcdlocal: waiting for the members: %w", ctx.Err())
-		case <-time.After(time.Minute):
-			c.Close()
-			return nil, fmt.Errorf("etcdlocal: member %d did not become ready", i)
+			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// config is the configuration of member i: the same at every start, so
+// that a restarted member finds its data and its addresses.
+func (c *Cluster) config(i int) *embed.Config {
+	var initial []string
+	for j, p := range c.peers {
+		initial = append(initial, fmt.Sprintf("m%d=%s", j, p.String()))
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = fmt.Sprintf("m%d", i)
+	cfg.Dir = filepath.Join(c.dir, cfg.Name)
+	cfg.ListenPeerUrls = []url.URL{c.peers[i]}
+	cfg.AdvertisePeerUrls = []url.URL{c.peers[i]}
+	cfg.ListenClientUrls = []url.URL{c.urls[i]}
+	cfg.AdvertiseClientUrls = []url.URL{c.urls[i]}
+	if c.tls != nil {
+		cfg.ClientTLSInfo = *c.tls
+	}
+	cfg.InitialCluster = strings.Join(initial, ",")
+	cfg.InitialClusterToken = "fractal-local"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.UnsafeNoFsync = true
+	cfg.TickMs, cfg.ElectionMs = 100, 1000 // etcd's defaults: fewer spurious elections on a loaded machine
+	return cfg
+}
+
+// ready waits until member i serves: it has joined a cluster with a
+// majority of its members running.
+func ready(ctx context.Context, i int, e *embed.Etcd) error {
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("etcdlocal: member %d: %w", i, err)
+	case <-ctx.Done():
+		return fmt.Errorf("etcdlocal: waiting for member %d: %w", i, ctx.Err())
+	case <-time.After(time.Minute):
+		return fmt.Errorf("etcdlocal: member %d did not become ready", i)
+	}
+}
+
+// Stop stops member i (0 to n-1), for tests of etcd's failures: it stops
+// serving and leaves the cluster's majority, its data stays for Restart.
+// Stopping a stopped member does nothing. With three members, the others
+// serve on after one is stopped (electing a new leader if it led); with a
+// majority stopped, no request needing consensus (every write, every
+// linearizable read) is answered until enough of them are back.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	e := c.members[i]
+	c.members[i] = nil
+	c.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// Restart starts the stopped member i again, with its data and its
+// addresses, and waits (within ctx) until it serves, which needs a
+// majority of the members running: to bring back a majority, restart its
+// members concurrently. Restarting a running member does nothing.
+func (c *Cluster) Restart(ctx context.Context, i int) error {
+	c.mu.Lock()
+	if c.members[i] != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	e, err := embed.StartEtcd(c.config(i))
+	if err != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("etcdlocal: member %d: %w", i, err)
+	}
+	c.members[i] = e
+	c.mu.Unlock()
+	return ready(ctx, i, e)
+}
+
+// Leader returns the index of the member that leads the cluster, as the
+// running members see it, or -1 when none does.
+func (c *Cluster) Leader() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, e := range c.members {
+		if e != nil && e.Server.Leader() == e.Server.MemberID() {
+			return i
+		}
+	}
+	return -1
 }
 
 // Endpoints returns the members' client addresses (host:port), as
@@ -143,10 +215,9 @@ func (c *Cluster) Endpoints() []string { return append([]string(nil), c.clients.
 
 // Close stops every member. It is safe to call twice.
 func (c *Cluster) Close() {
-	for _, e := range c.members {
-		e.Close()
+	for i := range c.members {
+		c.Stop(i)
 	}
-	c.members = nil
 }
 
 func freeURL() (url.URL, error) {
