@@ -239,16 +239,6 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 			return nil, fmt.Errorf("persistence: open %s: create: %w", path, classifyAt(path, err))
 		}
 	}
-	if !o.ReadOnly && !created {
-		// SQLite would open a file it may not write read-only, silently,
-		// and refuse each write later with a message naming no file.
-		if err := writable(path); err != nil {
-			if pe, ok := err.(*fs.PathError); ok {
-				err = pe.Err // the path is in the message already
-			}
-			return nil, fmt.Errorf("persistence: open %s: %w: %w", path, ErrReadOnly, err)
-		}
-	}
 
 	dsn, err := fileURI(path, o.ReadOnly)
 	if err != nil {
@@ -267,6 +257,14 @@ func Open(ctx context.Context, path string, opts *Options) (*DB, error) {
 	if err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("persistence: open %s: connect: %w", path, classifyAt(path, err))
+	}
+
+	if !o.ReadOnly {
+		if err := checkReadWrite(conn, path); err != nil {
+			_ = conn.Close()
+			_ = sqlDB.Close()
+			return nil, err
+		}
 	}
 
 	db := &DB{
@@ -837,6 +835,38 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// checkReadWrite returns an error when SQLite opened the file of conn for
+// reading only. It does so without a word when it cannot open the file for
+// writing, and each write then fails naming no file: because this process
+// may not write the file (ErrReadOnly), or because the open for writing
+// failed for a passing reason, such as the process out of file descriptors
+// at that moment (ErrCantOpen, which a caller may retry).
+func checkReadWrite(conn *sql.Conn, path string) error {
+	var ro bool
+	err := conn.Raw(func(dc any) error {
+		c, ok := dc.(interface{ IsReadOnly(string) (bool, error) })
+		if !ok {
+			return nil // a driver that cannot tell: SQLite's own errors stand
+		}
+		var err error
+		ro, err = c.IsReadOnly("main")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("persistence: open %s: %w", path, err)
+	}
+	if !ro {
+		return nil
+	}
+	if err := writable(path); err != nil {
+		if pe, ok := err.(*fs.PathError); ok {
+			err = pe.Err // the path is in the message already
+		}
+		return fmt.Errorf("persistence: open %s: %w: %w", path, ErrReadOnly, err)
+	}
+	return fmt.Errorf("persistence: open %s: %w: SQLite could open it only for reading (out of file descriptors?)", path, ErrCantOpen)
 }
 
 // writable returns nil when this process may write the existing file at
