@@ -141,6 +141,30 @@ func TestRemoteTakesWhatIsNotLocal(t *testing.T) {
 	}
 }
 
+// parentElsewhere serves "c" on another node and every part below it here,
+// as a cluster does with parts above its placement depth.
+type parentElsewhere struct{ fakeRemote }
+
+func (r *parentElsewhere) Local(p actors.Path) bool { return p.String() != "c" }
+
+// A new part whose parent is served by another node does not send that
+// node its runtime bookkeeping (the note that the child's file exists):
+// the parent's record is kept by the node that has the child's file.
+func TestChildCreatedStaysHome(t *testing.T) {
+	r := &parentElsewhere{}
+	h := actortest.New(t, actors.Options{Kinds: testKinds(), Remote: r})
+	if v := h.MustRequest("c/b", add{1}); v != 1 {
+		t.Fatalf("local request: %v", v)
+	}
+	h.MustRequest("c/b", add{1})
+	if err := h.System().Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.calls.Load(); n != 0 {
+		t.Fatalf("Remote.Request called %d times (%v): runtime messages left for another node", n, r.paths)
+	}
+}
+
 func TestFenceRefusesCommits(t *testing.T) {
 	var fenced atomic.Bool
 	errStale := errors.New("stale epoch")

@@ -637,8 +637,11 @@ func (p *part) activate() error {
 	if err = p.create(); err != nil {
 		return err
 	}
-	if !p.recorded && p.parent.kind != nil {
+	if !p.recorded && p.parent.kind != nil && p.sys.servedHere(p.parent.path) {
 		// Its file exists now: the parent notes it, in its next batch.
+		// (A parent served by another node, through Options.Remote,
+		// keeps no record of a child here: its file on this node is a
+		// routing shell's.)
 		p.sys.inflight.add()
 		p.sys.deliver(&envelope{to: p.parent.path, from: p.path, msg: childCreated{p.path.Name()}, ctx: context.Background()})
 	}

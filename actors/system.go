@@ -563,6 +563,13 @@ func (s *System) Restart(ctx context.Context, path string) error {
 	}
 }
 
+// servedHere reports whether the part at path is served by this System,
+// not by another node through Options.Remote.
+func (s *System) servedHere(path Path) bool {
+	r := s.opts.Remote
+	return r == nil || r.Local(path)
+}
+
 // deliver posts env to its part if active, else to its nearest active
 // ancestor, which activates the next level down. Looking a part up never
 // passes through its ancestors' mailboxes.
@@ -571,7 +578,8 @@ func (s *System) deliver(env *envelope) {
 		s.finish(env, nil, ErrClosed)
 		return
 	}
-	if r := s.opts.Remote; r != nil && !r.Local(env.to) {
+	if !s.servedHere(env.to) {
+		r := s.opts.Remote
 		// Another node's: the hop between nodes is the boundary this
 		// message crosses, whatever whole it would pass through here.
 		go func() {
