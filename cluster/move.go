@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -428,6 +429,25 @@ func (n *Node) install(in install) error {
 		os.Remove(path + "-shm")
 		if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() == 0 {
 			os.Remove(path + "-wal")
+		}
+	}
+	// The directories of the copy, from the deepest up to the stage:
+	// their entries (the files, the directories below) must survive a
+	// power loss as the files do, before the table names this node.
+	dirs := map[string]bool{}
+	for _, f := range in.Files {
+		for d := filepath.Dir(filepath.Join(stage, filepath.FromSlash(f.Name))); len(d) >= len(stage); d = filepath.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	byDepth := make([]string, 0, len(dirs))
+	for d := range dirs {
+		byDepth = append(byDepth, d)
+	}
+	slices.SortFunc(byDepth, func(a, b string) int { return len(b) - len(a) })
+	for _, d := range byDepth {
+		if err := persistence.SyncFile(d); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrMove, d, err)
 		}
 	}
 	dst := p.Dir(n.sys.Dir())
