@@ -56,7 +56,11 @@ func main() {
 		err = drive(*data, *ttl)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "cluster:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "cluster: ") {
+			msg = "cluster: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }
