@@ -442,14 +442,5 @@ var noRetry = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport
 // net/http never sends twice.
 func (p *nodeProc) depositOnce(path string) apiResult {
 	q := url.Values{"path": {path}, "op": {"deposit"}, "amount": {"1"}}
-	resp, err := noRetry.Post(p.url()+"/request?"+q.Encode(), "", nil)
-	if err != nil {
-		return apiResult{Error: err.Error(), Code: "http"}
-	}
-	defer resp.Body.Close()
-	var r apiResult
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return apiResult{Error: err.Error(), Code: "http"}
-	}
-	return r
+	return apiAnswer(noRetry.Post(p.url()+"/request?"+q.Encode(), "", nil))
 }

@@ -190,7 +190,12 @@ type apiResult struct {
 func (p *nodeProc) call(op, path string, amount int, sleep time.Duration) apiResult {
 	p.t.Helper()
 	q := url.Values{"path": {path}, "op": {op}, "amount": {fmt.Sprint(amount)}, "sleep": {sleep.String()}}
-	resp, err := httpClient.Get(p.url() + "/request?" + q.Encode())
+	return apiAnswer(httpClient.Get(p.url() + "/request?" + q.Encode()))
+}
+
+// apiAnswer decodes the answer of a node's /request, or says why there is
+// none (code "http").
+func apiAnswer(resp *http.Response, err error) apiResult {
 	if err != nil {
 		return apiResult{Error: err.Error(), Code: "http"}
 	}
