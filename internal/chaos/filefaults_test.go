@@ -17,13 +17,18 @@ import (
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/internal/unprivileged"
 	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
 )
 
-// The fault workload: counters with a payload, so that files span pages.
+// The fault workload: counters with a payload, so that files span pages;
+// faultForward sends a durable faultAdd{1} to each of To.
 type (
-	faultAdd struct{ N int }
-	faultGet struct{}
+	faultAdd     struct{ N int }
+	faultGet     struct{}
+	faultForward struct{ To []string }
 )
+
+func init() { actors.MustRegisterMessage[faultAdd]("chaos.fault.add") }
 
 var faultMigrations = []persistence.Migration{
 	{Name: "counter", SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`},
@@ -39,6 +44,13 @@ func faultHandler(c *actors.Context, msg any) (any, error) {
 		var n int
 		err := c.QueryRow(`UPDATE counter SET n = n + ? RETURNING n`, m.N).Scan(&n)
 		return n, err
+	case faultForward:
+		for _, to := range m.To {
+			if err := c.SendDurable(to, faultAdd{1}); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
 	case faultGet:
 		var n, rows int
 		if err := c.QueryRow(`SELECT n, (SELECT count(*) FROM payload) FROM counter`).Scan(&n, &rows); err != nil {
@@ -181,7 +193,8 @@ func TestFileFaults(t *testing.T) {
 	t.Cleanup(func() { os.Chmod(actors.MustParsePath("f/readonly-dir").Dir(dir), 0o755) })
 
 	reg := prometheus.NewRegistry()
-	sys, err = actors.Open(ctx, dir, actors.Options{Kinds: faultKinds(), Registerer: reg})
+	quickRetries := actors.Delivery{Backoff: supervisor.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}}
+	sys, err = actors.Open(ctx, dir, actors.Options{Kinds: faultKinds(), Registerer: reg, Delivery: quickRetries})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +243,27 @@ func TestFileFaults(t *testing.T) {
 		t.Errorf("the parent of damaged parts: %v", err)
 	}
 
-	// Repaired, each part comes back at its next message, with its data.
+	// A sibling sends each damaged part a durable message: the sibling's
+	// write is acknowledged, each delivery fails (and is retried) while
+	// its receiver's file is damaged, and none is lost.
+	var damagedPaths []string
+	for _, f := range faults {
+		damagedPaths = append(damagedPaths, "f/"+f.name)
+	}
+	if _, err := sys.Request(ctx, siblings[0], faultForward{To: damagedPaths}); err != nil {
+		t.Fatalf("%s sending durable messages to its damaged siblings: %v", siblings[0], err)
+	}
+	failing := time.Now()
+	for counterValue(t, reg, "fractal_durable_deliveries_total", "outcome", "error") < float64(2*len(faults)) {
+		if time.Since(failing) > time.Minute {
+			t.Fatal("the durable messages to the damaged parts were not attempted twice each within a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	failedAttempts := counterValue(t, reg, "fractal_durable_deliveries_total", "outcome", "error")
+
+	// Repaired, each part comes back at its next message, with its data
+	// (and, perhaps already, the durable message).
 	for _, f := range faults {
 		file := actors.MustParsePath("f/" + f.name).File(dir)
 		switch f.name {
@@ -249,8 +282,32 @@ func TestFileFaults(t *testing.T) {
 		}
 		p := "f/" + f.name
 		want := writes + 1
-		if v, err := sys.Request(ctx, p, faultAdd{1}); err != nil || v != want {
-			t.Errorf("%s after repair: %v, %v; want %d", p, v, err, want)
+		if v, err := sys.Request(ctx, p, faultAdd{1}); err != nil || (v != want && v != want+1) {
+			t.Errorf("%s after repair: %v, %v; want %d (or %d with the durable message)", p, v, err, want, want+1)
+		}
+	}
+	// Every durable message arrives once, none died.
+	repaired := time.Now()
+	for {
+		n, err := sys.Undelivered(ctx, siblings[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Since(repaired) > time.Minute {
+			t.Fatalf("%d durable messages still undelivered a minute after the repair", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	delivered := time.Since(repaired)
+	if dead, err := sys.DeadLetters(ctx, siblings[0]); err != nil || len(dead) > 0 {
+		t.Errorf("dead letters: %v, %v; want none", dead, err)
+	}
+	for _, p := range damagedPaths {
+		if v, err := sys.Request(ctx, p, faultGet{}); err != nil || v != writes+2 {
+			t.Errorf("%s: %v, %v; want %d (the repair's write and the durable message, once)", p, v, err, writes+2)
 		}
 	}
 	if err := sys.Close(ctx); err != nil {
@@ -262,6 +319,8 @@ func TestFileFaults(t *testing.T) {
 	}
 	t.Logf("file faults: faults=%d activation_errors=%v handler_errors=%v siblings_served=%d repaired=%d corrupt_after_repair=%d/%d files",
 		len(faults), activationErrors, handlerErrors, len(siblings), len(faults), len(failures), n)
+	t.Logf("file faults: durable_sent=%d failed_attempts_before_repair=%v delivered_once=%d dead=0 all_delivered_in=%v after the repair",
+		len(damagedPaths), failedAttempts, len(damagedPaths), delivered.Round(time.Millisecond))
 }
 
 // counterValue returns the value of the counter name with the given label
