@@ -254,7 +254,10 @@ func TestFileFaults(t *testing.T) {
 		t.Fatalf("%s sending durable messages to its damaged siblings: %v", siblings[0], err)
 	}
 	failing := time.Now()
-	for counterValue(t, reg, "fractal_durable_deliveries_total", "outcome", "error") < float64(2*len(faults)) {
+	for {
+		if n, _ := counterIfAny(t, reg, "fractal_durable_deliveries_total", "outcome", "error"); n >= float64(2*len(faults)) {
+			break
+		}
 		if time.Since(failing) > time.Minute {
 			t.Fatal("the durable messages to the damaged parts were not attempted twice each within a minute")
 		}
@@ -324,8 +327,19 @@ func TestFileFaults(t *testing.T) {
 }
 
 // counterValue returns the value of the counter name with the given label
-// pairs in reg.
+// pairs in reg; the counter must exist.
 func counterValue(t *testing.T, reg *prometheus.Registry, name string, kv ...string) float64 {
+	t.Helper()
+	v, ok := counterIfAny(t, reg, name, kv...)
+	if !ok {
+		t.Fatalf("no metric %s%v", name, kv)
+	}
+	return v
+}
+
+// counterIfAny is counterValue for a counter that may not exist yet (a
+// series of a vector appears at its first increment).
+func counterIfAny(t *testing.T, reg *prometheus.Registry, name string, kv ...string) (float64, bool) {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -346,11 +360,10 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, kv ...str
 					continue metrics
 				}
 			}
-			return m.GetCounter().GetValue()
+			return m.GetCounter().GetValue(), true
 		}
 	}
-	t.Fatalf("no metric %s%v", name, want)
-	return 0
+	return 0, false
 }
 
 // runUnprivileged runs the test named test again as the user nobody, for
