@@ -40,6 +40,7 @@ func main() {
 	data := flag.String("data", "", "data directory (default: a temporary one, removed at exit)")
 	etcd := flag.String("etcd", "", "etcd endpoints, comma-separated (with -node)")
 	listen := flag.String("listen", "127.0.0.1:0", "address of the node's remote transport (with -node)")
+	advertise := flag.String("advertise", "", "with -node: host:port other nodes dial to reach this node's remote transport (a proxy in front of -listen); by default the address it listens on")
 	api := flag.String("http", "127.0.0.1:0", "address of the node's HTTP API (with -node; loopback only)")
 	ttl := flag.Duration("ttl", 3*time.Second, "lease TTL of the nodes")
 	tlsDir := flag.String("tls", "", "with -node: secure the remote transport with DIR/ca.crt, DIR/node.crt and DIR/node.key (mutual TLS)")
@@ -49,7 +50,7 @@ func main() {
 	var err error
 	if *node != "" {
 		err = runNode(nodeFlags{
-			name: *node, data: *data, etcd: *etcd, listen: *listen, http: *api, ttl: *ttl,
+			name: *node, data: *data, etcd: *etcd, listen: *listen, advertise: *advertise, http: *api, ttl: *ttl,
 			tlsDir: *tlsDir, etcdTLSDir: *etcdTLSDir, startTimeout: *startTimeout,
 		})
 	} else {

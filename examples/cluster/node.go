@@ -116,6 +116,7 @@ func runNode(f nodeFlags) error {
 		Etcd:           strings.Split(f.etcd, ","),
 		EtcdTLS:        etcdTLS,
 		ListenAddr:     f.listen,
+		AdvertiseAddr:  f.advertise,
 		TLS:            tlsConfig,
 		PlacementDepth: 2, // a branch and its accounts live together
 		LeaseTTL:       f.ttl,
@@ -146,6 +147,7 @@ func runNode(f nodeFlags) error {
 // nodeFlags are the command line of a node (see main).
 type nodeFlags struct {
 	name, data, etcd, listen, http string
+	advertise                      string // -advertise: the address other nodes dial, if not listen's
 	ttl                            time.Duration
 	tlsDir                         string // -tls: the remote transport's certificates
 	etcdTLSDir                     string // -etcd-tls: the etcd client's certificates
