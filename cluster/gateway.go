@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -48,6 +49,12 @@ func (n *Node) startRemote() (err error) {
 	if n.cfg.AdvertiseAddr != "" {
 		opts = append(opts, remote.WithAdvertisedHost(n.cfg.AdvertiseAddr))
 	}
+	// A request whose connection breaks is failed at once (see links).
+	n.as.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*remote.EndpointTerminatedEvent); ok {
+			n.links.broke(e.Address)
+		}
+	})
 	rc := remote.Configure(host, port, opts...)
 	rc.MaxRetryCount = 1 // a peer that is down is reported by the table, not by retries
 	n.rem = remote.NewRemote(n.as, rc)
@@ -212,6 +219,7 @@ func (n *Node) call(ctx context.Context, node, addr string, frame []byte, timeou
 	if info, live := n.tab.node(node); !live || info.Addr != addr {
 		return reply{}, nil, fmt.Errorf("%w: node %s is down", ErrUnavailable, node)
 	}
+	lost := n.links.watch(addr)
 	pid := actor.NewPID(addr, gatewayName)
 	f := n.as.Root.RequestFuture(pid, &wrapperspb.BytesValue{Value: frame}, timeout)
 	type res struct {
@@ -233,6 +241,18 @@ func (n *Node) call(ctx context.Context, node, addr string, frame []byte, timeou
 			return reply{}, nil, ctx.Err()
 		case <-n.ctx.Done():
 			return reply{}, nil, ErrClosed
+		case <-lost:
+			// The connection to the node broke (a network partition, a
+			// node that went away): the frame or its answer is lost, and
+			// protoactor-go would leave the future to its timeout, the
+			// caller's whole deadline. The request may have been served.
+			select {
+			case out = <-done:
+				waiting = false
+				continue
+			default:
+			}
+			return reply{}, nil, fmt.Errorf("%w: node %s: the connection to it broke; the request may have been served", ErrUnavailable, node)
 		case <-changed:
 			// A node whose lease expired will not acknowledge anything
 			// (its fence refuses), so its callers need not wait for it.
@@ -260,4 +280,38 @@ func (n *Node) call(ctx context.Context, node, addr string, frame []byte, timeou
 		return reply{}, nil, fmt.Errorf("%w: node %s: bad answer: %v", ErrUnavailable, node, err)
 	}
 	return r, payload, nil
+}
+
+// links tells the requests waiting for an answer from another node that
+// their connection broke: protoactor-go's remote transport drops the
+// frames on a connection that breaks (and those queued for it), without
+// failing their futures, and publishes an EndpointTerminatedEvent.
+type links struct {
+	mu   sync.Mutex
+	lost map[string]chan struct{} // address -> closed when its connection breaks
+}
+
+// watch returns a channel closed when the connection to addr breaks, the
+// one a frame sent from now on travels on or a later one.
+func (l *links) watch(addr string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost == nil {
+		l.lost = make(map[string]chan struct{})
+	}
+	ch, ok := l.lost[addr]
+	if !ok {
+		ch = make(chan struct{})
+		l.lost[addr] = ch
+	}
+	return ch
+}
+
+func (l *links) broke(addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ch, ok := l.lost[addr]; ok {
+		close(ch)
+		delete(l.lost, addr)
+	}
 }

@@ -56,6 +56,7 @@ type Node struct {
 
 	sem     chan struct{} // requests being served for other nodes
 	outSem  chan struct{} // requests sent to other nodes, waiting for their answers
+	links   links         // failing the requests whose connection broke
 	running sync.WaitGroup
 	ctx     context.Context // cancelled by Close
 	cancel  context.CancelFunc
