@@ -59,6 +59,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./cluster/
 	$(GO) test -run '^$$' -fuzz '^FuzzCommand$$' -fuzztime $(FUZZTIME) ./cmd/fractal/
 
-## chaos: the reliability suite in full, figures in docs/RELIABILITY.md: 200 kill -9 cycles, disk full (mounts a tmpfs: run as root), file faults, a flood, 10,000 parts under ulimit -n 256, unknown messages, every fuzz target, read-only commands, TLS, kill -9 during moves, etcd members lost (about 25 minutes on 2 cores)
+## chaos: the reliability suite in full, figures in docs/RELIABILITY.md: 200 kill -9 cycles, disk full (mounts a tmpfs: run as root), file faults, a flood, 10,000 parts under ulimit -n 256, unknown messages, every fuzz target, read-only commands, TLS, kill -9 during moves, etcd members lost, a partition between nodes (about 20 minutes on 2 cores)
 chaos:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) $(CURDIR)/.ci/chaos.sh

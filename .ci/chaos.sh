@@ -38,7 +38,7 @@ step() {
 	cat "$out" >>"$LOG"
 	# The lines that carry figures, and the last progress line of a fuzzer.
 	{
-		grep -E 'crash: |disk full: |file faults: |full after|flood: |descriptors: |write: |read back: |hostile paths|kills in |etcd member |majority lost: |majority back: |deposits acknowledged in all|--- FAIL|^FAIL|Failing input' "$out"
+		grep -E 'crash: |disk full: |file faults: |full after|flood: |descriptors: |write: |read back: |hostile paths|kills in |etcd member |majority lost: |majority back: |deposits acknowledged in all|partition: |--- FAIL|^FAIL|Failing input' "$out"
 		grep -E 'fuzz: elapsed: .*execs: ' "$out" | tail -n 1
 	} | sed 's/^/    /'
 	rm -f "$out"
@@ -100,11 +100,13 @@ step "TLS between nodes and to etcd" - \
 	$GO test -race -count=1 -timeout 20m -run '^(TestProcessesTLS|TestProcessesEtcdTLS)$' -v ./cluster
 
 # 7. Several nodes: kill -9 of the source or the target during moves; etcd
-#    losing its leader, then its majority.
+#    losing its leader, then its majority; two nodes cut off from each other.
 step "kill -9 during moves (${CHAOS_KILLMOVES:-12})" - \
 	$GO test -race -count=1 -timeout 40m -run '^TestProcessesKillDuringMove$' -v ./cluster -cluster.killmoves="${CHAOS_KILLMOVES:-12}"
 step "etcd members lost" - \
 	$GO test -race -count=1 -timeout 20m -run '^TestProcessesEtcdFailures$' -v ./cluster
+step "network partition between nodes" - \
+	$GO test -race -count=1 -timeout 20m -run '^TestProcessesPartition$' -v ./cluster
 
 echo
 echo "=== make chaos: summary (full output: $LOG)"
