@@ -49,7 +49,10 @@
 // once its copy of the table has changed, so that stale copies cause
 // retries, never loops. A request to a node that is down fails at once with
 // ErrUnavailable; one in flight to a node that goes down fails when its
-// lease expires.
+// lease expires, or at once when its connection breaks (a network
+// partition: the request may have been served, the error says so). A peer
+// that stops answering without the connection breaking is waited for up to
+// the caller's deadline, or Config.RequestTimeout without one.
 //
 // # Fencing
 //
