@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -219,27 +220,14 @@ func TestDiskFull(t *testing.T) {
 	recovered := time.Since(freed)
 	// The durable messages of acknowledged writes, held back while their
 	// receivers could not commit, are delivered once space is back.
-	senders := map[string]bool{"d": true}
+	senders := []string{"d"}
 	for _, p := range acked {
-		senders[p] = true
-	}
-	drained := false
-	for !drained && time.Since(freed) < 2*time.Minute {
-		left := 0
-		for p := range senders {
-			n, err := sys.Undelivered(ctx, p)
-			if err != nil {
-				t.Fatalf("undelivered messages of %s: %v", p, err)
-			}
-			left += n
-		}
-		drained = left == 0
-		if !drained {
-			time.Sleep(100 * time.Millisecond)
+		if !slices.Contains(senders, p) {
+			senders = append(senders, p)
 		}
 	}
-	if !drained {
-		t.Errorf("durable messages still undelivered 2 minutes after space was freed")
+	if n := waitDelivered(t, sys, senders, freed, 2*time.Minute); n > 0 {
+		t.Errorf("%d durable messages still undelivered 2 minutes after space was freed", n)
 	}
 	delivered := time.Since(freed)
 	commitErrors := counterValue(t, reg, "fractal_messages_total", "kind", "leaf", "outcome", "commit_error")

@@ -291,18 +291,8 @@ func TestFileFaults(t *testing.T) {
 	}
 	// Every durable message arrives once, none died.
 	repaired := time.Now()
-	for {
-		n, err := sys.Undelivered(ctx, siblings[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Since(repaired) > time.Minute {
-			t.Fatalf("%d durable messages still undelivered a minute after the repair", n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if n := waitDelivered(t, sys, siblings[:1], repaired, time.Minute); n > 0 {
+		t.Fatalf("%d durable messages still undelivered a minute after the repair", n)
 	}
 	delivered := time.Since(repaired)
 	if dead, err := sys.DeadLetters(ctx, siblings[0]); err != nil || len(dead) > 0 {

@@ -188,6 +188,28 @@ func recoveredCopy(t testing.TB, file string) string {
 	return dst
 }
 
+// waitDelivered polls the outboxes of senders until none holds a durable
+// message or within has passed since start, and returns how many are still
+// undelivered (0 once all were delivered).
+func waitDelivered(t testing.TB, sys *actors.System, senders []string, start time.Time, within time.Duration) int {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		left := 0
+		for _, p := range senders {
+			n, err := sys.Undelivered(ctx, p)
+			if err != nil {
+				t.Fatalf("undelivered messages of %s: %v", p, err)
+			}
+			left += n
+		}
+		if left == 0 || time.Since(start) > within {
+			return left
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // queryStrings runs a query returning one text column (NULL as "").
 func queryStrings(tx *persistence.Tx, query string, args ...any) ([]string, error) {
 	rows, err := tx.Query(query, args...)
