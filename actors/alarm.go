@@ -326,3 +326,45 @@ func hasTable(tx *persistence.Tx, name string) (bool, error) {
 	err := tx.QueryRowContext(context.Background(), `SELECT count(*) FROM sqlite_schema WHERE name = ?`, name).Scan(&n)
 	return n > 0, err
 }
+
+// settleAlarm brings the index entry of p's alarm name to what p's file
+// says, once that is durable.
+func (p *part) settleAlarm(name string, due time.Time) {
+	if err := p.sys.alarms.settle(p.path, name, due); err != nil {
+		p.logger().Error("alarm index", "alarm", name, "err", err) // the lease sends it again
+	}
+}
+
+// registerAlarms notes p's alarms in the System's index when p opens, so
+// that an index that lost entries (a file restored from a backup, an index
+// deleted) heals with every activation.
+func (p *part) registerAlarms() {
+	type alarm struct {
+		name string
+		due  int64
+	}
+	var alarms []alarm
+	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
+		rows, err := tx.Query(`SELECT name, due FROM ` + alarmsTable)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a alarm
+			if err := rows.Scan(&a.name, &a.due); err != nil {
+				return err
+			}
+			alarms = append(alarms, a)
+		}
+		return rows.Err()
+	})
+	for _, a := range alarms {
+		if err == nil {
+			err = p.sys.alarms.note(p.path, a.name, time.Unix(0, a.due))
+		}
+	}
+	if err != nil {
+		p.logger().Error("registering alarms", "err", err)
+	}
+}

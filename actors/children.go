@@ -1,0 +1,229 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
+)
+
+// restartChild asks a parent to restart one of its children.
+type restartChild struct {
+	child *part
+	done  chan error
+}
+
+// spawn starts the child seg; recorded says whether its parent noted that
+// its file was created.
+func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
+	cp, err := p.path.Child(seg)
+	if err != nil {
+		panic(fmt.Sprintf("actors: routed to invalid child %q of %s: %v", seg, p.path, err)) // paths are validated on entry
+	}
+	k, err := p.sys.tree.match(cp)
+	if err != nil {
+		panic(fmt.Sprintf("actors: routed to %s: %v", cp, err)) // kinds are checked on entry
+	}
+	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded}
+	child.pid = c.Spawn(child.props())
+	if p.children == nil {
+		p.children = make(map[string]*part)
+	}
+	p.children[seg] = child
+	p.nchildren.Add(1)
+	child.lastActive.Store(time.Now().UnixNano())
+	p.sys.parts.Store(cp.String(), child)
+	p.sys.activated()
+	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {
+		p.logger().Error("supervision", "child", seg, "err", err)
+	}
+	return child
+}
+
+// childrenTable is the runtime's table, in each parent's own file, of the
+// children it has activated: a subtree can be listed from it without
+// activating anything and without scanning the disk.
+const childrenTable = "_fractal_children"
+
+// createdTable lists, in a parent's file, the children whose file was
+// created: a child listed there whose file is missing lost it (see
+// activate). A child is noted in childrenTable before its file exists, and
+// here once it does.
+const createdTable = "_fractal_created"
+
+// recordChild notes seg in p's file before p activates it for the first
+// time, so that once the child has acknowledged anything, the parent's
+// record of it is at least as durable: the record is committed before the
+// child is spawned, and the child's replies wait for their own commit (and
+// the barrier's sync, which covers both files).
+//
+// A child that is recorded already (every activation but the first) costs
+// a read and writes nothing. A new one is inserted in p's open batch, if
+// any, which then commits at once: one commit for both, as before the child
+// is spawned. Without an open batch (or if the batch cannot take it) the
+// record is a transaction of its own.
+//
+// When p's file cannot be written the child is activated anyway and the
+// failure is logged: serving the child matters more than listing it.
+func (p *part) recordChild(seg string) (created bool) {
+	// record writes seg in tx unless it is there already; it reports
+	// whether it wrote, and sets created when the child's file was created
+	// before.
+	record := func(tx *persistence.Tx) (bool, error) {
+		ok, err := hasTable(tx, createdTable)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			if err := tx.QueryRow(`SELECT count(*) > 0 FROM `+createdTable+` WHERE name = ?`, seg).Scan(&created); err != nil {
+				return false, err
+			}
+		}
+		if ok, err = hasTable(tx, childrenTable); err != nil {
+			return false, err
+		}
+		if ok {
+			var n int
+			if err := tx.QueryRow(`SELECT count(*) FROM `+childrenTable+` WHERE name = ?`, seg).Scan(&n); err != nil || n > 0 {
+				return false, err
+			}
+		}
+		if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS ` + childrenTable + ` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
+			return false, err
+		}
+		_, err = tx.Exec(`INSERT OR IGNORE INTO `+childrenTable+` (name) VALUES (?)`, seg)
+		return err == nil, err
+	}
+	if b := p.batch; b != nil && !b.rolledBack {
+		// Under a savepoint: a failure here must not undo the batch.
+		sp, err := b.tx.Savepoint()
+		if err == nil {
+			var wrote bool
+			if wrote, err = record(b.tx); err == nil {
+				if err = sp.Release(); err == nil {
+					if wrote {
+						p.commit()
+					}
+					return created
+				}
+			} else {
+				err = errors.Join(err, sp.Rollback())
+			}
+		}
+		p.logger().Debug("recording a child in the open batch", "child", seg, "err", err)
+	}
+	p.commit()
+	db, err := p.childrenDB()
+	if err == nil {
+		var wrote bool
+		err = db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
+			wrote, err = record(tx)
+			return err
+		})
+		if err == nil && wrote {
+			p.afterSync(func(error) {}) // counted until synced: see activate
+		}
+	}
+	if err != nil {
+		p.logger().Error("recording a child in its parent's file", "child", seg, "err", err)
+	}
+	return created && err == nil
+}
+
+// childCreated tells a parent, in an envelope, that its child seg has a
+// file (see createdTable).
+type childCreated struct{ seg string }
+
+// childCreatedTx notes seg in createdTable, in b's transaction.
+func (p *part) childCreatedTx(b *batch, seg string) error {
+	bg := context.Background()
+	if _, err := b.tx.ExecContext(bg, `CREATE TABLE IF NOT EXISTS `+createdTable+` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
+		return err
+	}
+	_, err := b.tx.ExecContext(bg, `INSERT OR IGNORE INTO `+createdTable+` (name) VALUES (?)`, seg)
+	return err
+}
+
+// childrenDB returns the file that records p's children: p's own file, or,
+// for the guardian, the data directory's root file.
+func (p *part) childrenDB() (*persistence.DB, error) {
+	if p.db != nil {
+		return p.db, nil
+	}
+	if p.kind != nil {
+		if err := p.open(); err != nil {
+			return nil, err
+		}
+		return p.db, nil
+	}
+	db, err := persistence.Open(context.Background(), filepath.Join(p.sys.dir, rootFileName), &persistence.Options{
+		Sync: p.sys.opts.Durability.syncMode(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.db = db
+	return db, nil
+}
+
+func (p *part) childTerminated(c actor.Context, who *actor.PID) {
+	for seg, child := range p.children {
+		if !child.pid.Equal(who) {
+			continue
+		}
+		delete(p.children, seg)
+		p.nchildren.Add(-1)
+		if p.sup != nil {
+			_ = p.sup.Remove(seg) // already forgotten after a decision to remove it
+		}
+		held := p.pending[seg]
+		delete(p.pending, seg)
+		for _, env := range held {
+			if p.alive {
+				p.route(c, env)
+			} else {
+				// Restarting or stopping: queue them behind whatever is
+				// in the mailbox; a stopping part reroutes them.
+				p.sys.as.Root.Send(c.Self(), env)
+			}
+		}
+		return
+	}
+}
+
+// failPending reroutes the messages held for children, and those held
+// during a restart, when p itself stops.
+func (p *part) failPending() {
+	for _, env := range p.stash {
+		p.queued.Add(-1)
+		p.sys.reroute(env)
+	}
+	p.stash = nil
+	for seg, held := range p.pending {
+		delete(p.pending, seg)
+		for _, env := range held {
+			p.sys.reroute(env)
+		}
+	}
+}
+
+func (p *part) restartChild(c actor.Context, m *restartChild) {
+	child := p.children[m.child.path.Name()]
+	if child != m.child || !p.alive {
+		m.done <- fmt.Errorf("%w: %s", ErrNotActive, m.child.path)
+		return
+	}
+	sup, ok := c.(actor.Supervisor)
+	if !ok {
+		m.done <- fmt.Errorf("actors: restart %s: parent context cannot supervise", m.child.path)
+		return
+	}
+	sup.RestartChildren(child.pid)
+	m.done <- nil
+}
