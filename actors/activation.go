@@ -29,7 +29,7 @@ func (p *part) openWaiting(ctx context.Context) error {
 		}
 		p.sys.relieve()
 		select {
-		case <-time.After(openRetryDelay):
+		case <-p.sys.after(openRetryDelay):
 		case <-ctx.Done():
 			return err
 		}

@@ -68,7 +68,7 @@ type alarmIndex struct {
 	once sync.Once
 }
 
-func openAlarmIndex(ctx context.Context, dir string, sync persistence.SyncMode) (*alarmIndex, error) {
+func openAlarmIndex(ctx context.Context, dir string, sync persistence.SyncMode, now time.Time) (*alarmIndex, error) {
 	db, err := persistence.Open(ctx, filepath.Join(dir, alarmsFileName), &persistence.Options{
 		Sync: sync,
 		Migrations: []persistence.Migration{{Name: "alarm index", SQL: `
@@ -83,7 +83,7 @@ func openAlarmIndex(ctx context.Context, dir string, sync persistence.SyncMode) 
 	// stopped are woken at once, not when their lease ends. (One pass over
 	// the index, whose size is the number of alarms, not of parts.)
 	err = db.Update(ctx, func(tx *persistence.Tx) error {
-		_, err := tx.Exec(`UPDATE alarms SET due = min(due, ?) WHERE name = ?`, time.Now().UnixNano(), outboxAlarm)
+		_, err := tx.Exec(`UPDATE alarms SET due = min(due, ?) WHERE name = ?`, now.UnixNano(), outboxAlarm)
 		return err
 	})
 	if err != nil {
@@ -137,24 +137,39 @@ func (s *System) startAlarms() {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		timer := time.NewTimer(0)
-		defer timer.Stop()
+		var timer Timer
+		tick := make(chan struct{}, 1)
+		defer func() {
+			if timer != nil {
+				timer.Stop()
+			}
+		}()
+		wait := time.Duration(0)
 		for {
+			if timer != nil {
+				timer.Stop()
+			}
+			timer = s.clock.AfterFunc(wait, func() {
+				select {
+				case tick <- struct{}{}:
+				default:
+				}
+			})
 			select {
 			case <-a.stop:
 				return
 			case <-a.kick:
-			case <-timer.C:
+			case <-tick:
 			}
-			next, err := s.fireDueAlarms(time.Now())
+			now := s.clock.Now()
+			next, err := s.fireDueAlarms(now)
 			if err != nil {
 				s.log.Error("alarm index", "err", err)
 			}
-			wait := time.Second
+			wait = time.Second
 			if !next.IsZero() {
-				wait = min(wait, max(time.Until(next), time.Millisecond))
+				wait = min(wait, max(next.Sub(now), time.Millisecond))
 			}
-			timer.Reset(wait)
 		}
 	}()
 }
@@ -308,7 +323,7 @@ func (p *part) readAlarm(tx *persistence.Tx, name string) (time.Time, int, error
 // has committed (zero: remove the entry).
 func (p *part) alarmAfterDelivery(tx *persistence.Tx, a Alarm, failed bool) (time.Time, error) {
 	if failed {
-		retry := time.Now().Add(alarmBackoff.Delay(a.Attempt+1, rand.Float64()))
+		retry := p.sys.clock.Now().Add(alarmBackoff.Delay(a.Attempt+1, rand.Float64()))
 		_, err := tx.ExecContext(context.Background(), `UPDATE `+alarmsTable+` SET due = ?, attempt = attempt + 1 WHERE name = ?`, retry.UnixNano(), a.Name)
 		return retry, err
 	}

@@ -64,7 +64,7 @@ func (p *part) handle(env *envelope) {
 			p.sys.finish(env, nil, fmt.Errorf("actors: %s: begin: %w", p.path, err))
 			return
 		}
-		p.batch = &batch{path: p.path, part: p, tx: tx, start: time.Now()}
+		p.batch = &batch{path: p.path, part: p, tx: tx, start: p.sys.clock.Now()}
 	}
 	b := p.batch
 	b.n++
@@ -99,7 +99,7 @@ func (p *part) handle(env *envelope) {
 	var alarm Alarm
 	if isWake {
 		due, attempt, err := p.readAlarm(b.tx, wake.Name)
-		if err != nil || due.IsZero() || due.After(time.Now()) {
+		if err != nil || due.IsZero() || due.After(p.sys.clock.Now()) {
 			// Nothing due: the index entry was early or stale; settle it
 			// on the part's own truth once this batch has committed.
 			if rerr := sp.Release(); err == nil {
@@ -139,7 +139,7 @@ func (p *part) handle(env *envelope) {
 				outcome = "error"
 			}
 			m.alarmDeliveries.WithLabelValues(p.kind.Name, outcome).Inc()
-			m.alarmLateness.Observe(time.Since(alarm.Due).Seconds())
+			m.alarmLateness.Observe(p.sys.since(alarm.Due).Seconds())
 		}
 		due, aerr := p.alarmAfterDelivery(b.tx, alarm, failed)
 		if aerr != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -37,7 +36,7 @@ func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
 	}
 	p.children[seg] = child
 	p.nchildren.Add(1)
-	child.lastActive.Store(time.Now().UnixNano())
+	child.lastActive.Store(p.sys.clock.Now().UnixNano())
 	p.sys.parts.Store(cp.String(), child)
 	p.sys.activated()
 	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {

@@ -131,7 +131,7 @@ func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
 	if _, err := b.tx.ExecContext(bg, `DELETE FROM `+deadTable+` WHERE id = ?`, m.id); err != nil {
 		return nil, err
 	}
-	now := time.Now().UnixNano()
+	now := p.sys.clock.Now().UnixNano()
 	switch m.op {
 	case "discard":
 		if r.kind != rowCall {

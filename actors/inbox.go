@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -221,7 +220,7 @@ func (p *part) recordDelivery(tx *persistence.Tx, d *delivery, it *deliveryItem,
 	}
 	if _, err := tx.ExecContext(bg, `INSERT INTO `+inboxTable+` (sender, epoch, seq, at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (sender) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, at = excluded.at`,
-		d.From, d.Epoch, it.Seq, time.Now().UnixNano()); err != nil {
+		d.From, d.Epoch, it.Seq, p.sys.clock.Now().UnixNano()); err != nil {
 		return err
 	}
 	if skip {

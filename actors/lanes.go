@@ -21,9 +21,9 @@ import (
 // barrier's goroutine.
 type outbox struct {
 	mu      sync.Mutex
-	busy    map[string]int64       // lane -> row in flight or waiting for its retry
-	timers  map[string]*time.Timer // lane -> its retry
-	indexed bool                   // p noted in the alarm index by this incarnation
+	busy    map[string]int64 // lane -> row in flight or waiting for its retry
+	timers  map[string]Timer // lane -> its retry
+	indexed bool             // p noted in the alarm index by this incarnation
 	stopped bool
 	fails   int // batches in a row that failed with deliveries to send or settle (see failed)
 }
@@ -53,7 +53,7 @@ func (ob *outbox) failed(p *part, lanes []string) {
 	}
 	ob.mu.Unlock()
 	delay := min(p.sys.opts.Delivery.Backoff.Delay(min(n, 64), rand.Float64()), alarmLease)
-	at := time.Now().Add(delay)
+	at := p.sys.clock.Now().Add(delay)
 	for _, lane := range lanes {
 		ob.retryAt(p, lane, at)
 	}
@@ -75,7 +75,7 @@ func (ob *outbox) index(p *part) error {
 	if done {
 		return nil
 	}
-	if err := p.sys.alarms.note(p.path, outboxAlarm, time.Now().Add(alarmLease)); err != nil {
+	if err := p.sys.alarms.note(p.path, outboxAlarm, p.sys.clock.Now().Add(alarmLease)); err != nil {
 		return err
 	}
 	ob.mu.Lock()
@@ -161,12 +161,12 @@ func (ob *outbox) retryAt(p *part, lane string, t time.Time) {
 		return
 	}
 	if ob.timers == nil {
-		ob.timers = make(map[string]*time.Timer)
+		ob.timers = make(map[string]Timer)
 	}
 	if old := ob.timers[lane]; old != nil {
 		old.Stop()
 	}
-	ob.timers[lane] = time.AfterFunc(time.Until(t), func() {
+	ob.timers[lane] = p.sys.clock.AfterFunc(t.Sub(p.sys.clock.Now()), func() {
 		p.sys.inflight.add()
 		env := &envelope{to: p.path, from: p.path, msg: outboxPump{lane: lane}, ctx: context.Background()}
 		if !p.post(env) {
@@ -315,7 +315,7 @@ func (p *part) pump(b *batch, lane string) error {
 			heads[0] = outRow{dest: d, redrive: true}
 		}
 	}
-	now := time.Now().UnixNano()
+	now := p.sys.clock.Now().UnixNano()
 	for _, h := range heads {
 		if lane == "" && !p.ob.claim(&h) {
 			continue
@@ -358,7 +358,7 @@ func (p *part) laneRows(b *batch, h outRow) ([]outRow, error) {
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
-	now, size := time.Now().UnixNano(), 0
+	now, size := p.sys.clock.Now().UnixNano(), 0
 	for i, r := range rows {
 		size += len(r.body) + len(r.name) + 64
 		if i > 0 && (r.epoch != rows[0].epoch || r.nextAt > now || size > MaxMessageSize/2) {
@@ -439,7 +439,7 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 		return err
 	}
 	p.ob.hold(lane, cur.id)
-	now := time.Now()
+	now := p.sys.clock.Now()
 	opts := p.sys.opts.Delivery
 	attempts := cur.attempts + 1
 	if cur.kind != rowSkip && (attempts >= opts.MaxAttempts || now.Sub(time.Unix(0, cur.created)) >= opts.MaxAge) {

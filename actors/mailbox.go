@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"time"
-
 	"github.com/asynkron/protoactor-go/actor"
 )
 
@@ -39,7 +37,7 @@ func (p *part) batchDone(msg any) (drained, full bool) {
 	if _, ok := msg.(*envelope); ok {
 		waiting-- // msg itself is counted until MessageReceived
 	}
-	full = p.batch.n >= p.sys.opts.MaxBatch || time.Since(p.batch.start) >= p.sys.opts.MaxBatchDelay
+	full = p.batch.n >= p.sys.opts.MaxBatch || p.sys.since(p.batch.start) >= p.sys.opts.MaxBatchDelay
 	return waiting <= 0, full
 }
 
@@ -85,7 +83,7 @@ func (p *part) receive(c actor.Context, env *envelope) {
 		return // stopping: MessageReceived reroutes it
 	}
 	p.current = env
-	p.lastActive.Store(time.Now().UnixNano())
+	p.lastActive.Store(p.sys.clock.Now().UnixNano())
 	if env.relayed && env.via == p.path {
 		env.relayed = false // passed through the smallest common whole
 		p.sys.relays.Add(1)

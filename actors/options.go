@@ -81,6 +81,12 @@ type Options struct {
 	// delivered here. Nil: every path is local.
 	Remote Remote
 
+	// Clock, when not nil, replaces the wall clock for everything the
+	// runtime times: batch bounds, Context.After, alarms, delivery retries,
+	// restart backoff and passivation. Nil: the wall clock. Tests pass a
+	// fake one (actortest.NewClock) and advance it instead of sleeping.
+	Clock Clock
+
 	// Registerer, when not nil, receives the system's Prometheus metrics
 	// (see "Metrics" in the package documentation): Open registers them
 	// and Close unregisters them, so one registry serves one open System

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -120,7 +119,7 @@ func (p *part) enqueue(tx *persistence.Tx, r outRow) (outRow, error) {
 	if err := createOutbox(tx); err != nil {
 		return r, err
 	}
-	now := time.Now().UnixNano()
+	now := p.sys.clock.Now().UnixNano()
 	r.created, r.nextAt = now, now
 	// A delivery always starts at the head of its lane: a receiver that
 	// has no row for its sender takes the first message it sees as the
@@ -192,7 +191,7 @@ func queryOutRows(tx *persistence.Tx, q string, args ...any) ([]outRow, error) {
 // messages behind it can be handled.
 func (p *part) kill(b *batch, r outRow, attempts int, cause error) error {
 	bg := context.Background()
-	now := time.Now().UnixNano()
+	now := p.sys.clock.Now().UnixNano()
 	if _, err := b.tx.ExecContext(bg, `INSERT INTO `+deadTable+` (id, dest, epoch, seq, kind, ref, name, body, created, attempts, last_error, died)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.id, r.dest, r.epoch, r.seq, r.kind, r.ref, r.name, r.body, r.created, attempts, truncate(cause.Error(), 1024), now); err != nil {
@@ -252,7 +251,7 @@ func (p *part) answer(tx *persistence.Tx, caller string, callID int64, val any, 
 func (p *part) pruneDurable(tx *persistence.Tx) error {
 	const pruneBatch = 256
 	bg := context.Background()
-	now := time.Now()
+	now := p.sys.clock.Now()
 	if ok, err := hasTable(tx, lanesTable); err != nil {
 		return err
 	} else if ok {

@@ -40,8 +40,8 @@ type part struct {
 	failures atomic.Int64           // handler panics since activation (see System.Info)
 	lastErr  atomic.Pointer[string] // the last failure or activation error
 
-	tmu       sync.Mutex             // guards the timers: set from the releasing goroutine, cancelled from p's
-	timers    map[uint64]*time.Timer // waiting timers (Context.After), at most MaxTimers
+	tmu       sync.Mutex       // guards the timers: set from the releasing goroutine, cancelled from p's
+	timers    map[uint64]Timer // waiting timers (Context.After), at most MaxTimers
 	timerSeq  uint64
 	timersOff bool // p stopped: no new timer
 

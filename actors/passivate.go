@@ -83,21 +83,33 @@ func (s *System) startPassivator() {
 	s.passivator.wg.Add(1)
 	go func() {
 		defer s.passivator.wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
+		tick := make(chan struct{}, 1)
+		signal := func() {
+			select {
+			case tick <- struct{}{}:
+			default:
+			}
+		}
+		t := s.clock.AfterFunc(every, signal)
+		defer func() { t.Stop() }()
 		var last time.Time
 		for {
 			select {
 			case <-s.passivator.stop:
 				return
-			case now := <-t.C:
-				s.passivateIdle(now)
-				last = now
+			case <-tick:
+				t = s.clock.AfterFunc(every, signal)
+				last = s.clock.Now()
+				s.passivateIdle(last)
 			case <-s.passivator.kick:
-				if wait := kickInterval - time.Since(last); wait > 0 {
-					time.Sleep(wait) // at most one pass per kickInterval
+				if wait := kickInterval - s.since(last); wait > 0 {
+					select { // at most one pass per kickInterval
+					case <-s.after(wait):
+					case <-s.passivator.stop:
+						return
+					}
 				}
-				last = time.Now()
+				last = s.clock.Now()
 				s.passivateIdle(last)
 			}
 		}

@@ -71,11 +71,11 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 	child.failures.Add(1)
 	child.setLastError(fmt.Sprint(reason))
 	s := p.supervisorOf()
-	d, err := s.Exit(time.Now(), seg, supervisor.Failure, rand.Float64())
+	d, err := s.Exit(p.sys.clock.Now(), seg, supervisor.Failure, rand.Float64())
 	if errors.Is(err, supervisor.ErrUnknownChild) {
 		// Not known (forgotten after an escalation): add it back first.
 		if err = s.Add(seg, child.kind.Restart); err == nil {
-			d, err = s.Exit(time.Now(), seg, supervisor.Failure, rand.Float64())
+			d, err = s.Exit(p.sys.clock.Now(), seg, supervisor.Failure, rand.Float64())
 		}
 	}
 	if err != nil {
@@ -137,7 +137,7 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 	}
 	// RestartChildren only posts system messages: safe from the timer's
 	// goroutine. The failed child's mailbox is suspended until then.
-	time.AfterFunc(d.Delay, func() { sup.RestartChildren(restart...) })
+	p.sys.clock.AfterFunc(d.Delay, func() { sup.RestartChildren(restart...) })
 }
 
 func (p *part) childByPID(who *actor.PID) (string, *part) {

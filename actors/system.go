@@ -33,11 +33,12 @@ const maxHops = 64
 // A System is a tree of parts on a data directory. It is safe for
 // concurrent use.
 type System struct {
-	dir  string
-	tree *tree
-	opts Options
-	log  *slog.Logger
-	lock *os.File
+	dir   string
+	tree  *tree
+	opts  Options
+	log   *slog.Logger
+	lock  *os.File
+	clock Clock // Options.Clock, or the wall clock
 
 	as         *actor.ActorSystem
 	dispatcher *dispatcher
@@ -131,7 +132,11 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 			return nil, fmt.Errorf("actors: durability %s: %w", opts.Durability, err)
 		}
 	}
-	alarms, err := openAlarmIndex(ctx, dir, opts.Durability.syncMode())
+	clock := opts.Clock
+	if clock == nil {
+		clock = realClock{}
+	}
+	alarms, err := openAlarmIndex(ctx, dir, opts.Durability.syncMode(), clock.Now())
 	if err != nil {
 		if barrier != nil {
 			barrier.Close()
@@ -152,6 +157,7 @@ func Open(ctx context.Context, dir string, opts Options) (*System, error) {
 		barrier:     barrier,
 		maxActive:   maxActive,
 		alarms:      alarms,
+		clock:       clock,
 		rootStopped: make(chan struct{}),
 		done:        make(chan struct{}),
 	}

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"fmt"
-	"time"
 )
 
 func (p *part) timerCount() int {
@@ -19,11 +18,11 @@ func (p *part) startTimer(env *envelope) {
 		return // the part stopped meanwhile, or raced past the bound
 	}
 	if p.timers == nil {
-		p.timers = make(map[uint64]*time.Timer)
+		p.timers = make(map[uint64]Timer)
 	}
 	p.timerSeq++
 	id := p.timerSeq
-	p.timers[id] = time.AfterFunc(env.delay, func() {
+	p.timers[id] = p.sys.clock.AfterFunc(env.delay, func() {
 		p.tmu.Lock()
 		_, live := p.timers[id]
 		delete(p.timers, id)
