@@ -12,6 +12,16 @@ import (
 	"github.com/fractalrt/fractal/supervisor"
 )
 
+// children are what a part knows of its children: the active ones, the
+// messages held for those that are stopping, and the supervision decisions
+// about them. Owned by the part's goroutine (protoactor-go runs
+// HandleFailure, spawns and Terminated there).
+type children struct {
+	active  map[string]*part       // by segment
+	pending map[string][]*envelope // messages for children that are stopping
+	sup     *supervisor.Supervisor // decisions about the children (see supervisorOf)
+}
+
 // restartChild asks a parent to restart one of its children.
 type restartChild struct {
 	child *part
@@ -30,13 +40,14 @@ func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
 		panic(fmt.Sprintf("actors: routed to %s: %v", cp, err)) // kinds are checked on entry
 	}
 	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded}
+	child.sync.parentUnsynced = p.sync.unsynced > 0 // its record in p's file may be among them
 	child.pid = c.Spawn(child.props())
-	if p.children == nil {
-		p.children = make(map[string]*part)
+	if p.kids.active == nil {
+		p.kids.active = make(map[string]*part)
 	}
-	p.children[seg] = child
-	p.nchildren.Add(1)
-	child.lastActive.Store(p.sys.clock.Now().UnixNano())
+	p.kids.active[seg] = child
+	p.gauges.nchildren.Add(1)
+	child.gauges.lastActive.Store(p.sys.clock.Now().UnixNano())
 	p.sys.parts.Store(cp.String(), child)
 	p.sys.activated()
 	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {
@@ -126,7 +137,7 @@ func (p *part) recordChild(seg string) (created bool) {
 			return err
 		})
 		if err == nil && wrote {
-			p.afterSync(func(error) {}) // counted until synced: see activate
+			p.handOver(&batch{path: p.path}) // counted until synced: see activate
 		}
 	}
 	if err != nil {
@@ -172,19 +183,19 @@ func (p *part) childrenDB() (*persistence.DB, error) {
 }
 
 func (p *part) childTerminated(c actor.Context, who *actor.PID) {
-	for seg, child := range p.children {
+	for seg, child := range p.kids.active {
 		if !child.pid.Equal(who) {
 			continue
 		}
-		delete(p.children, seg)
-		p.nchildren.Add(-1)
-		if p.sup != nil {
-			_ = p.sup.Remove(seg) // already forgotten after a decision to remove it
+		delete(p.kids.active, seg)
+		p.gauges.nchildren.Add(-1)
+		if p.kids.sup != nil {
+			_ = p.kids.sup.Remove(seg) // already forgotten after a decision to remove it
 		}
-		held := p.pending[seg]
-		delete(p.pending, seg)
+		held := p.kids.pending[seg]
+		delete(p.kids.pending, seg)
 		for _, env := range held {
-			if p.alive {
+			if p.state == running {
 				p.route(c, env)
 			} else {
 				// Restarting or stopping: queue them behind whatever is
@@ -200,21 +211,23 @@ func (p *part) childTerminated(c actor.Context, who *actor.PID) {
 // during a restart, when p itself stops.
 func (p *part) failPending() {
 	for _, env := range p.stash {
-		p.queued.Add(-1)
+		p.gauges.queued.Add(-1)
 		p.sys.reroute(env)
 	}
 	p.stash = nil
-	for seg, held := range p.pending {
-		delete(p.pending, seg)
+	for seg, held := range p.kids.pending {
+		delete(p.kids.pending, seg)
 		for _, env := range held {
 			p.sys.reroute(env)
 		}
 	}
 }
 
+func (m *restartChild) apply(p *part, c actor.Context) { p.restartChild(c, m) }
+
 func (p *part) restartChild(c actor.Context, m *restartChild) {
-	child := p.children[m.child.path.Name()]
-	if child != m.child || !p.alive {
+	child := p.kids.active[m.child.path.Name()]
+	if child != m.child || p.state != running {
 		m.done <- fmt.Errorf("%w: %s", ErrNotActive, m.child.path)
 		return
 	}

@@ -264,8 +264,8 @@ func (c *partsCollector) Collect(ch chan<- prometheus.Metric) {
 		p := v.(*part)
 		if sm := by[p.kind]; sm != nil {
 			sm.active++
-			sm.queued += float64(max(p.queued.Load(), 0))
-			sm.bytes += float64(p.fileBytes.Load())
+			sm.queued += float64(max(p.gauges.queued.Load(), 0))
+			sm.bytes += float64(p.gauges.fileBytes.Load())
 		}
 		return true
 	})
@@ -288,7 +288,7 @@ func (p *part) statFiles(now time.Time) {
 			return
 		}
 	}
-	p.fileBytes.Store(n)
+	p.gauges.fileBytes.Store(n)
 	p.statAt = now
 }
 

@@ -38,15 +38,15 @@ func (k *kindSpec) supervision() supervisor.Spec {
 // owned by p's goroutine: protoactor-go runs HandleFailure, spawns and
 // Terminated there.
 func (p *part) supervisorOf() *supervisor.Supervisor {
-	if p.sup == nil {
+	if p.kids.sup == nil {
 		sup, err := supervisor.New(p.kind.supervision())
 		if err != nil {
 			// Specs are validated by Open.
 			panic("actors: supervision spec of " + p.path.String() + ": " + err.Error())
 		}
-		p.sup = sup
+		p.kids.sup = sup
 	}
-	return p.sup
+	return p.kids.sup
 }
 
 // HandleFailure implements actor.SupervisorStrategy: protoactor-go calls it
@@ -68,7 +68,7 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		sup.StopChildren(who) // not ours any more: nothing to restart
 		return
 	}
-	child.failures.Add(1)
+	child.gauges.failures.Add(1)
 	child.setLastError(fmt.Sprint(reason))
 	s := p.supervisorOf()
 	d, err := s.Exit(p.sys.clock.Now(), seg, supervisor.Failure, rand.Float64())
@@ -85,13 +85,13 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 	}
 	p.logger().Warn("child failed", "child", seg, "decision", d.String(), "reason", reason)
 	if d.Escalate {
-		for _, c := range p.children {
+		for _, c := range p.kids.active {
 			sup.StopChildren(c.pid)
 		}
 		if p.kind == nil {
 			// The guardian has no parent: its children are stopped and
 			// activated again by their next messages.
-			p.sup = nil
+			p.kids.sup = nil
 			return
 		}
 		p.sys.escalations.Add(1)
@@ -103,19 +103,19 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 	}
 	for _, id := range d.Stop {
 		if !slices.Contains(d.Restart, id) {
-			if c := p.children[id]; c != nil {
+			if c := p.kids.active[id]; c != nil {
 				sup.StopChildren(c.pid)
 			}
 		}
 	}
 	for _, id := range d.Remove {
-		if c := p.children[id]; c != nil && !slices.Contains(d.Restart, id) {
+		if c := p.kids.active[id]; c != nil && !slices.Contains(d.Restart, id) {
 			sup.StopChildren(c.pid)
 		}
 	}
 	var restart []*actor.PID
 	for _, id := range d.Restart {
-		if c := p.children[id]; c != nil {
+		if c := p.kids.active[id]; c != nil {
 			restart = append(restart, c.pid)
 		}
 	}
@@ -126,7 +126,7 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 	if m := p.sys.metrics; m != nil {
 		strategy := p.kind.supervision().Strategy.String()
 		for _, id := range d.Restart {
-			if c := p.children[id]; c != nil {
+			if c := p.kids.active[id]; c != nil {
 				m.restarts.WithLabelValues(c.kind.Name, strategy).Inc()
 			}
 		}
@@ -141,7 +141,7 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 }
 
 func (p *part) childByPID(who *actor.PID) (string, *part) {
-	for seg, c := range p.children {
+	for seg, c := range p.kids.active {
 		if c.pid.Equal(who) {
 			return seg, c
 		}

@@ -46,7 +46,7 @@ type System struct {
 	parts      sync.Map // Path.String() -> *part, every active part
 
 	barrier      *persistence.Barrier // PowerLoss only
-	stoppedParts sync.Map             // Path.String() -> *part stopped with commits not synced yet
+	stoppedParts sync.Map             // Path.String() -> chan struct{}, closed once the commits of a stopped part are synced
 	metrics      *metrics             // nil without Options.Registerer
 	messages     atomic.Uint64
 	commits      atomic.Uint64
@@ -243,7 +243,7 @@ func (s *System) MailboxLen(path string) int {
 	if !ok {
 		return 0
 	}
-	return int(v.(*part).queued.Load())
+	return int(v.(*part).gauges.queued.Load())
 }
 
 // Children returns the names (last segments) of the children of the part at
