@@ -157,6 +157,9 @@ func (p *part) create() error {
 		p.handOver(&batch{path: p.path, out: out})
 	}
 	p.sync.parentUnsynced = false // covered by what was just handed over
+	if p.sys.trace != nil {
+		p.sys.trace("open", p.path)
+	}
 	p.logger().Debug("part activated", "kind", p.kind.Name, "version", db.Version())
 	return nil
 }
@@ -225,6 +228,9 @@ func (p *part) closeDB() {
 		p.logger().Error("closing part file", "err", err)
 	}
 	p.db, p.handler = nil, nil
+	if p.sys.trace != nil && p.kind != nil {
+		p.sys.trace("close", p.path)
+	}
 }
 
 // queryStrings returns the first column of a query's rows, as strings.

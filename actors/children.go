@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -20,6 +21,7 @@ type children struct {
 	active  map[string]*part       // by segment
 	pending map[string][]*envelope // messages for children that are stopping
 	sup     *supervisor.Supervisor // decisions about the children (see supervisorOf)
+	plan    *groupPlan             // the group restart under way, if any
 }
 
 // restartChild asks a parent to restart one of its children.
@@ -31,6 +33,12 @@ type restartChild struct {
 // spawn starts the child seg; recorded says whether its parent noted that
 // its file was created.
 func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
+	return p.spawnChild(c, seg, recorded, false)
+}
+
+// spawnChild is spawn; an eager child opens its file as soon as it starts
+// and tells p (childStarted), as a group restart needs.
+func (p *part) spawnChild(c actor.Context, seg string, recorded, eager bool) *part {
 	cp, err := p.path.Child(seg)
 	if err != nil {
 		panic(fmt.Sprintf("actors: routed to invalid child %q of %s: %v", seg, p.path, err)) // paths are validated on entry
@@ -39,7 +47,7 @@ func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
 	if err != nil {
 		panic(fmt.Sprintf("actors: routed to %s: %v", cp, err)) // kinds are checked on entry
 	}
-	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded}
+	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded, eager: eager}
 	child.sync.parentUnsynced = p.sync.unsynced > 0 // its record in p's file may be among them
 	child.pid = c.Spawn(child.props())
 	if p.kids.active == nil {
@@ -189,21 +197,35 @@ func (p *part) childTerminated(c actor.Context, who *actor.PID) {
 		}
 		delete(p.kids.active, seg)
 		p.gauges.nchildren.Add(-1)
-		if p.kids.sup != nil {
+		plan := p.kids.plan
+		if p.kids.sup != nil && (plan == nil || !slices.Contains(plan.start, seg)) {
+			// (A child the plan starts again keeps its place in the
+			// start order.)
 			_ = p.kids.sup.Remove(seg) // already forgotten after a decision to remove it
 		}
-		held := p.kids.pending[seg]
-		delete(p.kids.pending, seg)
-		for _, env := range held {
-			if p.state == running {
-				p.route(c, env)
-			} else {
-				// Restarting or stopping: queue them behind whatever is
-				// in the mailbox; a stopping part reroutes them.
-				p.sys.as.Root.Send(c.Self(), env)
-			}
+		if plan != nil && plan.waiting == seg {
+			plan.waiting = ""
 		}
+		if !p.planHolds(seg) {
+			p.releasePending(c, seg)
+		}
+		p.advancePlan(c)
 		return
+	}
+}
+
+// releasePending routes the messages held for child seg while it stopped.
+func (p *part) releasePending(c actor.Context, seg string) {
+	held := p.kids.pending[seg]
+	delete(p.kids.pending, seg)
+	for _, env := range held {
+		if p.state == running {
+			p.route(c, env)
+		} else {
+			// Restarting or stopping: queue them behind whatever is in
+			// the mailbox; a stopping part reroutes them.
+			p.sys.as.Root.Send(c.Self(), env)
+		}
 	}
 }
 

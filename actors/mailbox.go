@@ -61,10 +61,11 @@ func (p *part) MessageReceived(msg any) {
 func (p *part) receive(c actor.Context, env *envelope) {
 	switch p.state {
 	case running:
-	case restarting:
+	case exiting, restarting:
+		// Its parent decides what comes after a normal exit, and
 		// protoactor-go keeps delivering messages while a restart waits
 		// for the children to stop. Hold them for the new incarnation
-		// rather than bounce them back here.
+		// (or the parent, if p stops) rather than bounce them back here.
 		p.current = env
 		p.stash = append(p.stash, env)
 		p.gauges.queued.Add(1) // still waiting: counted until handled
@@ -98,6 +99,14 @@ func (p *part) receive(c actor.Context, env *envelope) {
 func (p *part) route(c actor.Context, env *envelope) {
 	seg := env.next().segment(p.path.Depth())
 	child := p.kids.active[seg]
+	if child == nil && p.planHolds(seg) {
+		// Stopped by a group restart that has not started it again yet.
+		if p.kids.pending == nil {
+			p.kids.pending = make(map[string][]*envelope)
+		}
+		p.kids.pending[seg] = append(p.kids.pending[seg], env)
+		return
+	}
 	if child == nil {
 		if p.sys.holdForDrain(env.next().Ancestor(p.path.Depth()+1), env) {
 			return // not activated while its subtree is drained (see Drain)

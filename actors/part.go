@@ -51,6 +51,7 @@ type part struct {
 	timers   timers      // Context.After
 	ob       outbox      // durable deliveries in flight
 	recorded bool        // its parent noted that its file was created: the file must exist
+	eager    bool        // open the file at Started and tell the parent (a group restart's start)
 	statAt   time.Time   // when gauges.fileBytes was observed
 }
 
@@ -81,14 +82,18 @@ type gauges struct {
 // the part's goroutine, driven by protoactor-go's system messages:
 //
 //	starting   --Started-->    running     (spawned; the file opens at the first message)
+//	running    --Context.Stop-> exiting    (its batch committed; its parent decides, see childExit)
 //	running    --Restarting--> restarting  (a failure; its parent decided to restart it)
+//	exiting    --Restarting--> restarting  (a permanent part is restarted even after a normal exit)
+//	exiting    --Stopping-->   stopping    (a transient or temporary part ends)
 //	restarting --Started-->    running     (the file is reopened and Activate reruns)
 //	running    --Stopping-->   stopping    (passivation, its parent stopping, escalation, Close)
 //	restarting --Stopping-->   stopping
 //	stopping   --Stopped-->    stopped     (the file is closed; the part struct is dropped)
 //
-// Only a running part handles messages. A restarting part holds the
-// envelopes it receives (stash) for its next incarnation. A stopping or
+// Only a running part handles messages. An exiting or restarting part
+// holds the envelopes it receives (stash) for its next incarnation (after a
+// restart), or reroutes them when it stops. A stopping or
 // stopped part handles none: its envelopes are rerouted, through its
 // parent, to its next incarnation.
 type lifecycle uint8
@@ -96,12 +101,13 @@ type lifecycle uint8
 const (
 	starting lifecycle = iota
 	running
+	exiting
 	restarting
 	stopping
 	stopped
 )
 
-var lifecycleNames = [...]string{"starting", "running", "restarting", "stopping", "stopped"}
+var lifecycleNames = [...]string{"starting", "running", "exiting", "restarting", "stopping", "stopped"}
 
 func (l lifecycle) String() string { return lifecycleNames[l] }
 
@@ -189,12 +195,16 @@ func (a *partActor) Receive(c actor.Context) {
 func (p *part) started(c actor.Context) {
 	again := p.state == restarting
 	p.state = running
-	if again && p.kind != nil {
+	if (again || p.eager) && p.kind != nil {
 		// A restart reloads at once, as OTP's init does: the handler is
 		// rebuilt and Activate reruns from what is on disk.
 		if err := p.open(); err != nil {
 			p.logger().Warn("reactivation after restart failed", "err", err)
 		}
+	}
+	if p.eager {
+		p.eager = false
+		p.parent.post(childStarted{p})
 	}
 	p.receiveStash(c)
 }
@@ -203,6 +213,7 @@ func (p *part) started(c actor.Context) {
 // p's children first, then sends Started.
 func (p *part) restarting() {
 	p.state = restarting
+	p.kids.plan = nil // its children are stopped with it
 	p.stopTimers()
 	p.ob.stop()
 	p.commit()
@@ -214,6 +225,7 @@ func (p *part) restarting() {
 // them until p has terminated and then activates it again.
 func (p *part) stopping(c actor.Context) {
 	p.state = stopping
+	p.kids.plan = nil // its children are stopped with it
 	p.ob.stop()
 	p.commit()
 	p.closeGate()

@@ -65,6 +65,10 @@ type System struct {
 	done        chan struct{} // closed at the end of Close
 	stopped     atomic.Bool   // guardian stopped: nothing can be delivered
 
+	// trace, when not nil, is told of each part's file opening and
+	// closing, in order, on the part's goroutine (tests only).
+	trace func(event string, p Path)
+
 	closeOnce sync.Once
 	closeErr  error
 }
