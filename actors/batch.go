@@ -19,6 +19,10 @@ import (
 // whose deliveries it settled (sends, fresh, settled). A batch that failed
 // (its commit, the sync, the fence) answers every reply with the error,
 // sends nothing, and settle tells the outbox which lanes to pump again.
+//
+// It has more than 15 fields because it is what the output gate holds
+// for every component that hooks into a commit (replies, sends, timers,
+// alarms, durable deliveries); each group is commented.
 type batch struct {
 	path    Path
 	tx      *persistence.Tx // nil for what Activate sent (see handOver)

@@ -50,6 +50,7 @@ const fileStatInterval = time.Second
 // metrics are a System's Prometheus metrics, built by Open when
 // Options.Registerer is set, registered there and unregistered by Close.
 // The hot path reaches them through kindMetrics, resolved once per kind.
+// It has one field per metric the runtime exports, hence its size.
 type metrics struct {
 	reg        prometheus.Registerer
 	registered []prometheus.Collector

@@ -32,6 +32,13 @@ const maxHops = 64
 
 // A System is a tree of parts on a data directory. It is safe for
 // concurrent use.
+//
+// Its fields are what every part and every goroutine of the runtime share
+// (the configuration, the directory, the registry of active parts, the
+// node-wide components: barrier, passivator, alarm index, drains, the
+// count of messages in flight, the counters), which is why there are more
+// than 15; each is either set by Open and never changed, safe for
+// concurrent use by itself, or owned by one goroutine as its comment says.
 type System struct {
 	dir   string
 	tree  *tree
