@@ -4,7 +4,7 @@ DATA        ?= data/mail
 FUZZTIME    ?= 30s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test e2e bench bench-quick bench-scale lint fuzz chaos bank-crash bench-cluster
+.PHONY: run test test-under-load e2e bench bench-quick bench-scale lint fuzz chaos bank-crash bench-cluster
 
 ## run: the flagship example, a mail system, on $(DATA)
 run:
@@ -15,6 +15,10 @@ test:
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+## test-under-load: make test on a loaded machine (2 CPU hogs per core and a process writing unsynced data to the same disk), as a shared CI host would be
+test-under-load:
+	$(CURDIR)/.ci/under-load.sh $(MAKE) test
 
 ## e2e: a real Prometheus scrapes the mail example, and headless Chromium renders its inspection page (installs Debian's prometheus and chromium if missing; not part of test)
 e2e:
