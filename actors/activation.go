@@ -147,6 +147,9 @@ func (p *part) create() error {
 			p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
 		}
 	}
+	if tables[deletedTable] {
+		p.sys.finishDeletes(db, p.path)
+	}
 	if len(out) > 0 || (p.sys.barrier != nil && (wrote || p.sync.unsynced > 0 || p.sync.parentUnsynced || p.sys.stoppedUnsynced(p.path))) {
 		// The file, its migrations and Activate's writes were committed
 		// without a sync, or the parent's record of p, or the last commits
@@ -257,7 +260,7 @@ func queryStrings(tx *persistence.Tx, query string, args ...any) ([]string, erro
 func (p *part) runtimeTables() (map[string]bool, error) {
 	tables := map[string]bool{}
 	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
-		names, err := queryStrings(tx, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?, ?)`, alarmsTable, outboxTable, inboxTable)
+		names, err := queryStrings(tx, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?, ?, ?)`, alarmsTable, outboxTable, inboxTable, deletedTable)
 		for _, n := range names {
 			tables[n] = true
 		}

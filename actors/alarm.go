@@ -79,11 +79,12 @@ func openAlarmIndex(ctx context.Context, dir string, sync persistence.SyncMode, 
 	if err != nil {
 		return nil, fmt.Errorf("actors: alarm index: %w", err)
 	}
-	// Parts that had durable messages to deliver when the last System
-	// stopped are woken at once, not when their lease ends. (One pass over
-	// the index, whose size is the number of alarms, not of parts.)
+	// Parts that had durable messages to deliver, or a deletion to carry
+	// out (Context.Delete), when the last System stopped are woken at
+	// once, not when their lease ends. (One pass over the index, whose
+	// size is the number of alarms, not of parts.)
 	err = db.Update(ctx, func(tx *persistence.Tx) error {
-		_, err := tx.Exec(`UPDATE alarms SET due = min(due, ?) WHERE name = ?`, now.UnixNano(), outboxAlarm)
+		_, err := tx.Exec(`UPDATE alarms SET due = min(due, ?) WHERE name IN (?, ?)`, now.UnixNano(), outboxAlarm, deleteAlarm)
 		return err
 	})
 	if err != nil {
@@ -246,6 +247,18 @@ func (s *System) fireDueAlarms(now time.Time) (next time.Time, err error) {
 					s.log.Warn("alarm wake for another node", "path", p.String(), "alarm", name, "err", err) // the lease sends it again
 				}
 			}
+		} else {
+			name := d.name
+			env.done = func(_ any, err error) {
+				if errors.Is(err, ErrNoPart) {
+					// Deleted (its deletion was cut short before it
+					// cleared the index): nothing will run it.
+					err = s.alarms.settle(p, name, time.Time{})
+				}
+				if err != nil {
+					s.log.Warn("message dropped", "to", p.String(), "type", "alarm wake", "alarm", name, "err", err)
+				}
+			}
 		}
 		s.inflight.add()
 		s.deliver(env)
@@ -270,6 +283,11 @@ func (c *Context) SetAlarm(name string, at time.Time) error {
 	if strings.HasPrefix(name, reservedAlarmPrefix) {
 		return fmt.Errorf("actors: alarm names starting with %q are the runtime's", reservedAlarmPrefix)
 	}
+	return c.setAlarm(name, at)
+}
+
+// setAlarm is SetAlarm for any name, the runtime's too.
+func (c *Context) setAlarm(name string, at time.Time) error {
 	// The index first: should this transaction commit, the index already
 	// knows; should it roll back, a wake finds nothing and cleans up.
 	if err := c.part.sys.alarms.note(c.part.path, name, at); err != nil {

@@ -187,6 +187,7 @@ func (p *part) childrenDB() (*persistence.DB, error) {
 		return nil, err
 	}
 	p.db = db
+	p.sys.finishDeletes(db, Path{})
 	return db, nil
 }
 

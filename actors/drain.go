@@ -10,7 +10,8 @@ import (
 )
 
 // ErrDraining is returned by Drain for a subtree that overlaps one already
-// being drained.
+// being drained or deleted, and by Delete for a subtree that overlaps one
+// being drained or (another) being deleted.
 var ErrDraining = errors.New("actors: subtree is being drained")
 
 // drains is the System's set of subtrees being drained (see Drain). Lock
@@ -21,9 +22,11 @@ type drains struct {
 	subtrees map[Path]*drain
 }
 
-// A drain holds the messages for one subtree until it is released.
+// A drain holds the messages for one subtree until it is released. A
+// deletion's drain (del not nil) lets some through: see deletion.admits.
 type drain struct {
 	held []*envelope
+	del  *deletion
 }
 
 // hold keeps env when p lies in a subtree being drained, and reports
@@ -44,7 +47,7 @@ func (s *System) holdForDrain(p Path, env *envelope) bool {
 			break
 		}
 	}
-	if dr == nil {
+	if dr == nil || dr.del.admits(env) {
 		d.mu.Unlock()
 		return false
 	}

@@ -64,6 +64,24 @@ var (
 	// ErrNotActive is returned by System.Restart for a part that is not
 	// active.
 	ErrNotActive = errors.New("actors: part is not active")
+
+	// ErrNoPart is returned for a message to a part that was deleted
+	// (System.Delete, Context.Delete), or to a path below one, until
+	// System.Reuse lets the path be used again. Nothing is created for
+	// such a message. A durable message that gets it becomes a dead letter
+	// of its sender at once.
+	ErrNoPart = errors.New("actors: no such part")
+
+	// ErrOutboxNotEmpty is returned by System.Delete when durable messages
+	// sent by parts of the subtree were still undelivered when its context
+	// ended: a part is deleted only once its outbox is empty, and nothing
+	// was deleted.
+	ErrOutboxNotEmpty = errors.New("actors: durable messages still undelivered")
+
+	// ErrRemotePart is returned by System.Delete and System.Reuse for a
+	// path that Options.Remote says another node serves: delete it on that
+	// node.
+	ErrRemotePart = errors.New("actors: part served by another node")
 )
 
 // PanicError is the error a caller receives when the handler of its message

@@ -133,6 +133,10 @@ func (w alarmWake) runIn(p *part, env *envelope, b *batch) {
 		p.runOutbox(env, b, func() (any, error) { return nil, p.pumpOrSettle(b) })
 		return
 	}
+	if w.Name == deleteAlarm {
+		p.deleteWake(env, b)
+		return
+	}
 	sp, err := b.tx.Savepoint()
 	if err != nil {
 		b.hold(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)

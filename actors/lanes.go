@@ -406,6 +406,9 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	now := p.sys.clock.Now()
 	opts := p.sys.opts.Delivery
 	attempts := cur.attempts + 1
+	if errors.Is(m.err, ErrNoPart) {
+		return p.receiverGone(b, cur, attempts, m.err)
+	}
 	if cur.kind != rowSkip && (attempts >= opts.MaxAttempts || now.Sub(time.Unix(0, cur.created)) >= opts.MaxAge) {
 		return p.kill(b, cur, attempts, m.err)
 	}

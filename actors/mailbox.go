@@ -111,6 +111,9 @@ func (p *part) route(c actor.Context, env *envelope) {
 		if p.sys.holdForDrain(env.next().Ancestor(p.path.Depth()+1), env) {
 			return // not activated while its subtree is drained (see Drain)
 		}
+		if p.refuseDeleted(env, seg) {
+			return // deleted: ErrNoPart, and nothing is created
+		}
 		known := p.recordChild(seg)
 		child = p.spawn(c, seg, known)
 	}

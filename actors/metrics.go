@@ -64,6 +64,7 @@ type metrics struct {
 	restarts     *prometheus.CounterVec
 	escalations  *prometheus.CounterVec
 	passivations *prometheus.CounterVec
+	deletions    *prometheus.CounterVec
 
 	barrierWait  prometheus.Histogram
 	barrierSyncs prometheus.Counter
@@ -91,6 +92,7 @@ type kindMetrics struct {
 	activateTime prometheus.Observer
 	escalations  prometheus.Counter
 	passivations prometheus.Counter
+	deletions    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -136,6 +138,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		passivations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fractal_passivations_total",
 			Help: "Parts passivated (file closed, actor stopped) because they were idle or the cap on active parts was reached, by kind.",
+		}, kind),
+		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fractal_deletions_total",
+			Help: "Parts deleted with their subtrees (System.Delete, Context.Delete), by kind of the deleted part.",
 		}, kind),
 		barrierWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fractal_barrier_wait_seconds",
@@ -197,6 +203,7 @@ func (m *metrics) forKind(k *kindSpec) *kindMetrics {
 		activateTime: m.activateTime.WithLabelValues(k.Name),
 		escalations:  m.escalations.WithLabelValues(k.Name),
 		passivations: m.passivations.WithLabelValues(k.Name),
+		deletions:    m.deletions.WithLabelValues(k.Name),
 	}
 	for i, o := range outcomes {
 		km.messages[i] = m.messages.WithLabelValues(k.Name, o)
@@ -208,7 +215,7 @@ func (m *metrics) forKind(k *kindSpec) *kindMetrics {
 func (m *metrics) register(s *System) error {
 	cs := []prometheus.Collector{
 		m.messages, m.handlerTime, m.commitTime, m.batchSize,
-		m.activations, m.activateTime, m.restarts, m.escalations, m.passivations,
+		m.activations, m.activateTime, m.restarts, m.escalations, m.passivations, m.deletions,
 		m.scatterFanout, m.scatterErrors, m.alarmDeliveries, m.alarmLateness,
 		m.deliveries, m.deliveryTime, m.deadLetters,
 		&partsCollector{sys: s},

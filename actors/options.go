@@ -184,4 +184,6 @@ type Stats struct {
 	// Relays counts messages sent by handlers outside their own subtree,
 	// which pass through the smallest whole containing both ends.
 	Relays uint64
+
+	Deletions uint64 // parts deleted (System.Delete, Context.Delete), each with its subtree
 }

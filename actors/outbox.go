@@ -185,10 +185,11 @@ func queryOutRows(tx *persistence.Tx, q string, args ...any) ([]outRow, error) {
 	return out, rows.Close()
 }
 
-// kill moves r to the dead-letter table. A redriven row leaves its lane;
-// any other stays in its place as a skip marker, which tells the receiver
-// that this sequence number will not come (unless redriven), so that the
-// messages behind it can be handled.
+// kill moves r to the dead-letter table. A redriven row leaves its lane,
+// as does a row whose receiver is deleted (ErrNoPart: it keeps no inbox
+// to tell); any other stays in its place as a skip marker, which tells
+// the receiver that this sequence number will not come (unless redriven),
+// so that the messages behind it can be handled.
 func (p *part) kill(b *batch, r outRow, attempts int, cause error) error {
 	bg := context.Background()
 	now := p.sys.clock.Now().UnixNano()
@@ -201,7 +202,7 @@ func (p *part) kill(b *batch, r outRow, attempts int, cause error) error {
 	if m := p.sys.metrics; m != nil {
 		m.deadLetters.Inc()
 	}
-	if r.redrive {
+	if r.redrive || errors.Is(cause, ErrNoPart) {
 		if _, err := b.tx.ExecContext(bg, `DELETE FROM `+outboxTable+` WHERE id = ?`, r.id); err != nil {
 			return err
 		}

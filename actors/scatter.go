@@ -83,7 +83,9 @@ type ScatterResult struct {
 // ancestors) if it is not active; no part that does not match, other than
 // those ancestors, is activated.
 //
-// Every part found yields exactly one result: its reply, or its error. A
+// Every part found yields exactly one result: its reply, or its error;
+// except a part deleted between its listing and its request, which yields
+// none (see System.Delete). A
 // part that has not answered when ctx ends yields an error wrapping
 // ctx.Err() (context.DeadlineExceeded at a deadline), and the sequence
 // ends promptly then, without waiting for the slow parts: the caller gets
@@ -301,6 +303,9 @@ func (sc *scatter) ask(p Path) bool {
 			defer cancel()
 		}
 		reply, err := sc.sys.Request(ctx, p.String(), sc.msg)
+		if errors.Is(err, ErrNoPart) {
+			return // deleted since it was listed: not a part any more
+		}
 		if err != nil && sc.sys.metrics != nil {
 			sc.sys.metrics.scatterErrors.Inc()
 		}

@@ -61,13 +61,15 @@ type System struct {
 	escalations  atomic.Uint64
 	passivations atomic.Uint64
 	relays       atomic.Uint64
+	deletions    atomic.Uint64
 
 	passivator passivator
 	maxActive  int // cap on active parts; <= 0: none
 	alarms     *alarmIndex
 
 	inflight    inflight
-	drains      drains        // subtrees being drained (see Drain)
+	drains      drains        // subtrees being drained (see Drain) or deleted
+	deletes     deleters      // deletions under way (see Delete)
 	rootStopped chan struct{} // closed when the guardian has stopped
 	done        chan struct{} // closed at the end of Close
 	stopped     atomic.Bool   // guardian stopped: nothing can be delivered
@@ -224,6 +226,7 @@ func (s *System) Stats() Stats {
 		Escalations:  s.escalations.Load(),
 		Passivations: s.passivations.Load(),
 		Relays:       s.relays.Load(),
+		Deletions:    s.deletions.Load(),
 	}
 	if s.barrier != nil {
 		st.Syncs = s.barrier.Syncs()
@@ -318,6 +321,7 @@ func (s *System) close(ctx context.Context) error {
 	var errs []error
 	s.stopPassivator()
 	s.stopAlarmWaker()
+	s.deletes.stopAll()
 	if err := s.inflight.drain(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("actors: close: waiting for messages in flight: %w", err))
 	}

@@ -115,6 +115,7 @@ var sentinels = map[string]error{
 	"activation":     actors.ErrActivation,
 	"closed":         actors.ErrClosed,
 	"undeliverable":  actors.ErrUndeliverable,
+	"no_part":        actors.ErrNoPart,
 	"deadline":       context.DeadlineExceeded,
 	"canceled":       context.Canceled,
 	"node_closed":    ErrClosed,
@@ -126,7 +127,7 @@ var sentinels = map[string]error{
 func codeOf(err error) string {
 	for _, code := range []string{"fenced", "lease_expired", "not_owner", "moving", "unavailable", "backpressure",
 		"no_kind", "invalid_path", "unknown_msg", "unregistered", "too_large", "panic", "activation",
-		"closed", "undeliverable", "deadline", "canceled", "node_closed", "too_many_trees"} {
+		"closed", "undeliverable", "no_part", "deadline", "canceled", "node_closed", "too_many_trees"} {
 		if errors.Is(err, sentinels[code]) {
 			return code
 		}
