@@ -104,11 +104,16 @@ func tombstoneTx(tx *persistence.Tx, seg string, now time.Time) error {
 	return nil
 }
 
+// errChildStopping: the child a tombstone is for has stopped, but its
+// parent has not been told yet (protoactor-go tells a stop's waiters
+// before the parent). The deletion asks again.
+var errChildStopping = errors.New("actors: child still stopping")
+
 // forgetChild checks, on p's goroutine, that its child seg is not active,
 // and removes it from p's supervisor: a deleted child is never restarted.
 func (p *part) forgetChild(seg string) error {
 	if p.kids.active[seg] != nil {
-		return fmt.Errorf("actors: %s: child %q is active", p.path, seg)
+		return fmt.Errorf("%w: %s", errChildStopping, seg)
 	}
 	if p.kids.sup != nil {
 		_ = p.kids.sup.Remove(seg) // forgotten already when it stopped
@@ -164,8 +169,26 @@ func (p *part) runRuntime(env *envelope, b *batch, fn func() (any, error)) {
 
 // tombstone commits step 4 in the parent of p and waits until it is
 // durable. It reports false, and does nothing, when the parent has no file
-// (p never existed).
+// (p never existed). The subtree is stopped and cannot be activated: a
+// parent that has not yet heard that p stopped is asked again, after a
+// pause that grows from 1 ms (the wall clock's, as in quiesce).
 func (s *System) tombstone(ctx context.Context, p Path) (bool, error) {
+	for delay := time.Millisecond; ; delay = min(2*delay, maxProbeDelay) {
+		written, err := s.tombstoneOnce(ctx, p)
+		if !errors.Is(err, errChildStopping) {
+			return written, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false, fmt.Errorf("actors: delete %s: %w", p, ctx.Err())
+		}
+	}
+}
+
+func (s *System) tombstoneOnce(ctx context.Context, p Path) (bool, error) {
 	if !s.parentHasFile(p) {
 		return false, nil
 	}

@@ -18,6 +18,10 @@ import (
 const (
 	rootFile   = "_fractal.db"
 	alarmsFile = "_fractal_alarms.db"
+
+	// deletedTable lists, in a parent's file, its deleted children (see
+	// actors.System.Delete).
+	deletedTable = "_fractal_deleted"
 )
 
 // copyParts copies each part's file (and, when whole is set, the root
