@@ -15,18 +15,19 @@ import (
 // Deleting a part: see "Deleting a part" in the package documentation for
 // what callers see. The steps, and why each is where it is:
 //
-//  1. mark: the subtree is registered with the drains (drain.go), so that
+//  1. outboxes: the parts of the subtree the alarm index knows to have
+//     undelivered durable messages are asked, again and again, until none
+//     has any (awaitOutboxes); the caller's ctx bounds the wait.
+//  2. mark: the subtree is registered with the drains (drain.go), so that
 //     from now on the messages from outside it wait (deletion.admits);
 //     its own traffic (its parts' messages to each other and to
 //     themselves, alarm wakes, the results of their deliveries) goes on,
-//     so that their outboxes can empty.
-//  2. outboxes: the parts of the subtree the alarm index knows to have
-//     undelivered durable messages are asked, again and again, until none
-//     has any (awaitOutboxes); the caller's ctx bounds the wait.
+//     so that their outboxes can empty, and they are waited for again:
+//     a message handled since 1 may have sent more.
 //  3. harden: nothing reaches the subtree any more, its active parts are
 //     stopped (quiesce, as Drain does), and their files are read again: a
 //     message handled meanwhile may have sent more, and then it is back to
-//     2 with the mark softened.
+//     the wait of 2 with the mark softened.
 //  4. tombstone: the parent, in one transaction of its own file, removes
 //     its records of the child and notes it in deletedTable as deleted,
 //     files pending; the reply waits for that commit to be durable. From
@@ -35,7 +36,7 @@ import (
 //     reserves in the parent's directory (trashName), so that no tool
 //     ever sees a half-removed part, then removed; the parent's directory
 //     is synced, then the tombstone is marked done.
-//  6. the alarm index forgets the subtree, and the messages held since 1
+//  6. the alarm index forgets the subtree, and the messages held since 2
 //     are answered with ErrNoPart.
 //
 // A crash before 4 is durable leaves the part whole; after, the part is
@@ -211,8 +212,14 @@ func (s *System) deleteLater(p Path) {
 	}()
 }
 
-// delete carries out the steps above.
+// delete carries out the steps above. The outboxes are first waited for
+// without marking the subtree: however long their messages take, the
+// subtree keeps serving meanwhile, and its callers are held only for the
+// short wait that follows the mark.
 func (s *System) delete(ctx context.Context, p Path) (err error) {
+	if err := s.awaitOutboxes(ctx, p); err != nil {
+		return err
+	}
 	dr, err := s.markDeletion(ctx, p)
 	if err != nil {
 		return err

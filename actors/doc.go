@@ -175,6 +175,62 @@
 // opening any part. Delivery is at least once: a failing handler's alarm is
 // retried with exponential backoff.
 //
+// # Deleting a part
+//
+// System.Delete(ctx, path) deletes a part and its subtree: their files,
+// the parent's record of the part, their alarms. A handler deletes its own
+// part with Context.Delete: the deletion starts once the message has
+// committed (its reply and messages still go out), and the request is
+// kept in the part's file, as an alarm of the runtime's, so a crash or a
+// Close before it is done does not forget it.
+//
+// The parent coordinates, in an order that a crash cannot leave half
+// done. The subtree's active parts are stopped; the parent commits, in
+// one transaction of its own file, a tombstone for the child
+// (_fractal_deleted) and the removal of its records, and waits for that
+// commit to be durable; the child's directory is renamed to a name the
+// runtime reserves in the parent's directory (it starts with '_', which no
+// part's does), then removed. Before the tombstone is durable the part is
+// whole; after it, the part is gone, and whatever is left of its files is
+// removed by its parent when the parent next opens its file. The fractal
+// command's tree marks such a part "(deleted)"; check skips the reserved
+// names.
+//
+// Delete is atomic with respect to messages. Those that reach the subtree
+// before it takes effect are handled. From then on, the messages from
+// outside the subtree wait (at most Options.MaxMailbox, as for Drain),
+// and once the part is gone they get an error wrapping ErrNoPart, as does
+// every later message to the path or below it: Request, Send, a
+// handler's Send, durable messages, alarms. Nothing is created for them,
+// and Scatter skips the part. A durable message to a deleted part becomes a
+// dead letter of its sender at once, its error naming ErrNoPart, not after
+// Delivery.MaxAttempts.
+//
+// A deleted path stays deleted until System.Reuse, which lets its next
+// message activate a new, empty part there. A path that is free again
+// after a while instead would let a late message (a retry, a redriven dead
+// letter, a stale link) create an empty part quietly; the tombstone costs
+// the parent one row per deleted child, where it kept one per child.
+//
+// A part's durable messages are delivered before its file goes, and so
+// are those of every part below it: Delete waits for them within its
+// context (the subtree serving its callers meanwhile; they wait only for
+// the last check, once the outboxes were found empty), and otherwise
+// returns an error wrapping ErrOutboxNotEmpty and deletes nothing. Context.Delete tries again every 30 seconds (the alarm's
+// lease) for as long as that lasts. What is in the deleted files goes
+// with them, their dead letters and inbox included: replies to the calls
+// they made become dead letters of the parts that answer.
+//
+// A deleted child leaves its parent's supervision: it is stopped, never
+// restarted, and its parent activates it again only after Reuse.
+//
+// Delete deletes what this System serves: a path that Options.Remote says
+// another node serves is refused with ErrRemotePart. In a cluster, delete a
+// part on the node that serves it; the parent's record it updates is that
+// node's (for a part at the placement depth, the copy of its parent there),
+// and a subtree that spans several nodes is deleted one node's part at a
+// time.
+//
 // # Bounds
 //
 // Every queue is bounded: a part's mailbox holds at most Options.MaxMailbox
@@ -185,7 +241,9 @@
 // lane and 1,024 lanes per part (more lanes wait their turn in the outbox,
 // which is on disk). A part with a delivery in flight or waiting for its
 // retry is not passivated, so such parts can exceed MaxActiveParts. Messages held by a parent for a child
-// that is activating or stopping are not counted in any mailbox.
+// that is activating or stopping are not counted in any mailbox; those
+// held for a subtree being drained or deleted are at most
+// Options.MaxMailbox per subtree.
 //
 // # Shutdown
 //
@@ -217,6 +275,7 @@
 //	                                              its parent's strategy
 //	fractal_escalations_total{kind}               counter: parents that exceeded their intensity
 //	fractal_passivations_total{kind}              counter: parts passivated (idle, or over the cap)
+//	fractal_deletions_total{kind}                 counter: parts deleted, each with its subtree
 //	fractal_alarm_deliveries_total{kind,outcome}  counter: alarms delivered, outcome ok or error
 //	fractal_alarm_lateness_seconds                histogram: due time to delivery
 //	fractal_durable_deliveries_total{outcome}     counter: delivery attempts of durable messages, ok or error
