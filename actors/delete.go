@@ -227,7 +227,8 @@ func (s *System) delete(ctx context.Context, p Path) (err error) {
 	gone := false
 	defer func() { s.unmarkDeletion(dr, gone) }()
 	s.deletes.step("marked")
-	for {
+	var written bool
+	for delay := time.Millisecond; ; delay = min(2*delay, maxProbeDelay) {
 		if err := s.awaitOutboxes(ctx, p); err != nil {
 			return err
 		}
@@ -242,11 +243,19 @@ func (s *System) delete(ctx context.Context, p Path) (err error) {
 			return err
 		}
 		if !pending {
-			break
+			written, err = s.tombstone(ctx, p)
+			if !errors.Is(err, errChildStopping) {
+				break
+			}
+			// Its parent has not heard yet that it stopped, or a group
+			// restart started it again: stop it again, after a pause
+			// (the wall clock's, as in quiesce), and check its outbox.
+			if err := pause(ctx, delay); err != nil {
+				return fmt.Errorf("actors: delete %s: %w", p, err)
+			}
 		}
-		s.hardenDeletion(dr, false) // a message handled meanwhile sent more
+		s.hardenDeletion(dr, false) // a message handled meanwhile may have sent more
 	}
-	written, err := s.tombstone(ctx, p)
 	if err != nil || !written {
 		gone = errors.Is(err, ErrNoPart)
 		if gone {
@@ -419,13 +428,21 @@ func (s *System) awaitOutboxes(ctx context.Context, p Path) error {
 		if left == 0 {
 			return nil
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("actors: delete %s: %w: %d parts of the subtree have some: %w", p, ErrOutboxNotEmpty, left, ctx.Err())
+		if err := pause(ctx, delay); err != nil {
+			return fmt.Errorf("actors: delete %s: %w: %d parts of the subtree have some: %w", p, ErrOutboxNotEmpty, left, err)
 		}
+	}
+}
+
+// pause waits for d on the wall clock, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fractalrt/fractal/persistence"
@@ -104,14 +105,22 @@ func tombstoneTx(tx *persistence.Tx, seg string, now time.Time) error {
 	return nil
 }
 
-// errChildStopping: the child a tombstone is for has stopped, but its
-// parent has not been told yet (protoactor-go tells a stop's waiters
-// before the parent). The deletion asks again.
+// errChildStopping: the child a tombstone is for is still among its
+// parent's active children: it has stopped, but its parent has not been
+// told yet (protoactor-go tells a stop's waiters before the parent), or a
+// group restart started it again. The deletion stops it again and asks
+// again.
 var errChildStopping = errors.New("actors: child still stopping")
 
-// forgetChild checks, on p's goroutine, that its child seg is not active,
-// and removes it from p's supervisor: a deleted child is never restarted.
+// forgetChild takes p's child seg out of the group restart under way, if
+// any, so that it is not started again; checks, on p's goroutine, that the
+// child is not active; and removes it from p's supervisor: a deleted child
+// is never restarted. Messages the plan holds for it are routed when the
+// plan ends, and refused then.
 func (p *part) forgetChild(seg string) error {
+	if plan := p.kids.plan; plan != nil {
+		plan.start = slices.DeleteFunc(plan.start, func(id string) bool { return id == seg })
+	}
 	if p.kids.active[seg] != nil {
 		return fmt.Errorf("%w: %s", errChildStopping, seg)
 	}
@@ -169,26 +178,9 @@ func (p *part) runRuntime(env *envelope, b *batch, fn func() (any, error)) {
 
 // tombstone commits step 4 in the parent of p and waits until it is
 // durable. It reports false, and does nothing, when the parent has no file
-// (p never existed). The subtree is stopped and cannot be activated: a
-// parent that has not yet heard that p stopped is asked again, after a
-// pause that grows from 1 ms (the wall clock's, as in quiesce).
+// (p never existed). An error wrapping errChildStopping means that the
+// parent still counts p among its active children.
 func (s *System) tombstone(ctx context.Context, p Path) (bool, error) {
-	for delay := time.Millisecond; ; delay = min(2*delay, maxProbeDelay) {
-		written, err := s.tombstoneOnce(ctx, p)
-		if !errors.Is(err, errChildStopping) {
-			return written, err
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return false, fmt.Errorf("actors: delete %s: %w", p, ctx.Err())
-		}
-	}
-}
-
-func (s *System) tombstoneOnce(ctx context.Context, p Path) (bool, error) {
 	if !s.parentHasFile(p) {
 		return false, nil
 	}
