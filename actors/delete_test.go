@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -529,4 +530,63 @@ func TestDeleteDuringGroupRestart(t *testing.T) {
 	if _, err := h.Request("s/a", get{}); !errors.Is(err, actors.ErrNoPart) {
 		t.Fatalf("request to s/a: %v", err)
 	}
+}
+
+// A Context.Delete whose deletion failed (its subtree overlapped a drain)
+// is tried again at once after a reopen, not when its alarm's lease ends.
+func TestContextDeleteRetriedAfterReopen(t *testing.T) {
+	logs := &logLines{}
+	h, _, _ := deleteHarness(t, actors.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	h.MustRequest("c/a/x", add{1})
+	release, err := h.System().Drain(context.Background(), "c/a/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.MustRequest("c/a", delSelf{})
+	index := filepath.Join(h.Dir(), "_fractal_alarms.db")
+	leased := func() bool { // the delete alarm's wake was sent, and its entry leased
+		db, err := persistence.Open(context.Background(), index, &persistence.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n int
+		if err := db.View(context.Background(), func(tx *persistence.Tx) error {
+			return tx.QueryRow(`SELECT count(*) FROM alarms WHERE path = 'c/a' AND name = '_fractal.delete' AND due > ?`,
+				time.Now().Add(10*time.Second).UnixNano()).Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	actortest.Eventually(t, leased)
+	actortest.Eventually(t, func() bool { return logs.has("deleting a part: tried again") }) // refused: a drain overlaps
+	release()
+	if got := children(t, h, "c"); !slices.Contains(got, "a") {
+		t.Fatalf("c/a deleted while its subtree was drained: %v", got)
+	}
+	h.Reopen()
+	// Without activating c/a (an activation registers its alarms again).
+	actortest.Eventually(t, func() bool { return !slices.Contains(children(t, h, "c"), "a") })
+	if _, err := h.Request("c/a", get{}); !errors.Is(err, actors.ErrNoPart) {
+		t.Fatalf("request to c/a: %v, want ErrNoPart", err)
+	}
+}
+
+// logLines collects a logger's output.
+type logLines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logLines) has(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Contains(l.b.String(), s)
 }
