@@ -238,9 +238,9 @@ func (s *System) delete(ctx context.Context, p Path) (err error) {
 			return fmt.Errorf("actors: delete %s: stopping its subtree: %w", p, err)
 		}
 		s.deletes.step("quiesced")
-		pending, err := s.outboxesOnDisk(ctx, p)
-		if err != nil {
-			return err
+		pending, perr := s.outboxesOnDisk(ctx, p)
+		if perr != nil {
+			return perr
 		}
 		if !pending {
 			written, err = s.tombstone(ctx, p)
@@ -287,7 +287,7 @@ func (s *System) delete(ctx context.Context, p Path) (err error) {
 	return nil
 }
 
-// markDeletion registers p as being deleted (step 1). A deletion of p
+// markDeletion registers p as being deleted (step 2). A deletion of p
 // under way is waited for first; a drain or deletion that overlaps p
 // refuses it.
 func (s *System) markDeletion(ctx context.Context, p Path) (*drain, error) {
@@ -392,7 +392,8 @@ func noPart(path, deleted Path) error {
 }
 
 // deleteProbe asks a part how many durable messages wait in its outbox
-// (step 2). Its activation, if it was not active, starts their delivery.
+// (steps 1 and 2). Its activation, if it was not active, starts their
+// delivery.
 type deleteProbe struct{}
 
 func (deleteProbe) runIn(p *part, env *envelope, b *batch) {

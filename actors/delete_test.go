@@ -590,3 +590,29 @@ func (l *logLines) has(s string) bool {
 	defer l.mu.Unlock()
 	return strings.Contains(l.b.String(), s)
 }
+
+// When the parent cannot commit the tombstone, Delete fails and deletes
+// nothing: the messages it held are handled.
+func TestDeleteFailsWhenTheParentCannotCommit(t *testing.T) {
+	var fenced atomic.Bool
+	errFence := errors.New("test: fenced")
+	h, _, _ := deleteHarness(t, actors.Options{Fence: func(p actors.Path) error {
+		if fenced.Load() && p.String() == "c" {
+			return errFence
+		}
+		return nil
+	}})
+	h.MustRequest("c/a/x", add{1})
+	fenced.Store(true)
+	err := h.System().Delete(context.Background(), "c/a")
+	if !errors.Is(err, errFence) {
+		t.Fatalf("delete with the parent fenced: %v", err)
+	}
+	fenced.Store(false)
+	if got := counter(t, h, "c/a/x"); got != 1 {
+		t.Fatalf("c/a/x = %d after the failed delete", got)
+	}
+	if got := children(t, h, "c"); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("children of c: %v", got)
+	}
+}
