@@ -17,6 +17,11 @@
 // move asks a cluster (package cluster) to move a subtree to another node;
 // it needs only the cluster's etcd endpoints.
 //
+// tree marks "(deleted)" a part whose deletion a crash cut short (its
+// parent removes its files when it next activates). Every command skips
+// the runtime's own names, which start with '_', a deleted part's trash
+// among them.
+//
 // Install with: go install github.com/fractalrt/fractal/cmd/fractal@latest
 package main
 
