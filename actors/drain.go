@@ -75,7 +75,8 @@ func (s *System) holdForDrain(p Path, env *envelope) bool {
 //
 // release must be called exactly once after a successful Drain (further
 // calls do nothing), before Close. On error nothing stays drained. A
-// subtree that overlaps one being drained is refused with ErrDraining.
+// subtree that overlaps one being drained or deleted is refused with
+// ErrDraining.
 func (s *System) Drain(ctx context.Context, path string) (release func(), err error) {
 	p, err := s.target(path)
 	if err != nil {
