@@ -81,6 +81,9 @@ func (s *System) Drain(ctx context.Context, path string) (release func(), err er
 	if s.stopped.Load() {
 		return nil, ErrClosed
 	}
+	if err := checkDrain(ctx, p); err != nil {
+		return nil, err
+	}
 	d := &s.drains
 	dr := &drain{}
 	d.mu.Lock()
