@@ -112,6 +112,39 @@
 // asks every part matching a pattern ("mail/*/*") with bounded concurrency,
 // streaming one result or error per part before a deadline.
 //
+// # Calls between parts
+//
+// A handler may wait on other parts with System.Request (and Scatter,
+// Restart, Drain, DeadLetters, which wait on parts too). It must pass its
+// Context.Context: that context carries the call path, the parts whose
+// handlers wait along it, the calling part last. A part handles one
+// message at a time, so a request that would wait on a part of its own path
+// could only wait out its deadline; it fails at once instead, sending
+// nothing, with an error wrapping ErrCallCycle whose text names the cycle
+// ("actors: call cycle: a -> b -> a"). The handler decides what its own
+// message does with it: returned, the error rolls the message back;
+// handled, the message commits. Refused so are:
+//
+//   - a request to the calling part itself (the error wraps ErrCallToSelf
+//     too), or to a part that called it, directly or through others;
+//   - a request for a part that is not active whose nearest active
+//     ancestor is on the path: a part's children are activated from its
+//     own mailbox, so a part requesting its own passivated child would wait
+//     for itself (an active child is reached directly; Context.Send and
+//     Context.Call reach a child whatever its state);
+//   - System.Restart of a child of a part on the path (the parent restarts
+//     it), and System.Drain of a subtree whose parent or one of whose parts
+//     is on the path.
+//
+// Across nodes the call path travels with the request (see package
+// cluster): a cycle between nodes fails at once too. The Context passed to
+// Activator.Activate carries its own part only, not the path of the
+// request that activated it. What is not seen waits for the request's
+// deadline, as an OTP call does: a request made with another context than
+// the handler's (context.Background()), and two requests that cross on
+// separate paths (a, handling one call, requests b while b, handling
+// another, requests a).
+//
 // # Durable messages
 //
 // Context.Send is at most once. Context.SendDurable and Context.Call are
