@@ -34,11 +34,13 @@ func callsOf(ctx context.Context) *callLink {
 	return l
 }
 
-// waiting returns the link of the part at p if its handler still runs
-// along l's path, or nil.
+// waiting returns the link of the part at p if it waits along l's path,
+// or nil. The path ends, going outwards, at the first link whose handler
+// has returned: the parts before it no longer wait on this path, they go on
+// once that handler's reply is released.
 func (l *callLink) waiting(p Path) *callLink {
-	for ; l != nil; l = l.prev {
-		if l.path == p && !l.ended.Load() {
+	for ; l != nil && !l.ended.Load(); l = l.prev {
+		if l.path == p {
 			return l
 		}
 	}
@@ -62,16 +64,17 @@ func (l *callLink) from(w *callLink) []Path {
 
 // CallPath returns the parts whose handlers wait along the call path that
 // ctx belongs to, outermost first: the part whose handler's
-// Context.Context ctx derives from is last. It is nil outside a handler.
-// A handler that has returned is left out. An Options.Remote carries it to
-// the node that serves a request (see WithCallPath), so that cycles across
+// Context.Context ctx derives from is last. It is nil outside a handler,
+// and once that handler has returned. An Options.Remote carries it to the
+// node that serves a request (see WithCallPath), so that cycles across
 // nodes fail at once too.
+//
+// A path holds each part once (a request to a part already on it is
+// refused), so it is never longer than the number of active parts.
 func CallPath(ctx context.Context) []Path {
 	var out []Path
-	for l := callsOf(ctx); l != nil; l = l.prev {
-		if !l.ended.Load() {
-			out = append(out, l.path)
-		}
+	for l := callsOf(ctx); l != nil && !l.ended.Load(); l = l.prev {
+		out = append(out, l.path)
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
@@ -197,10 +200,7 @@ func checkRestart(ctx context.Context, p Path) error {
 // activates p) or a part of the subtree (which must stop).
 func checkDrain(ctx context.Context, p Path) error {
 	l := callsOf(ctx)
-	for w := l; w != nil; w = w.prev {
-		if w.ended.Load() {
-			continue
-		}
+	for w := l; w != nil && !w.ended.Load(); w = w.prev {
 		switch {
 		case w.path == p.Parent():
 			return &callCycleError{cycle: append(l.from(w), p), op: "drain",

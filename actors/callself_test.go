@@ -18,7 +18,8 @@ type (
 	// the part at To with its Context.Context, or with a context of its own
 	// of Timeout when Timeout is set. The inner error is kept in the reply
 	// (the handler succeeds) unless Fail is set, when the handler returns
-	// it. Before the request, it closes Arrive and waits for Await, if set.
+	// it. Before the request, it closes Arrive and waits for Await, if
+	// set; after it, it closes Asked and waits for Then, if set.
 	call struct {
 		To      string
 		Next    any
@@ -26,6 +27,8 @@ type (
 		Fail    bool
 		Arrive  chan<- struct{}
 		Await   <-chan struct{}
+		Asked   chan<- struct{}
+		Then    <-chan struct{}
 	}
 	// restartOf asks the System, from the handler, to restart the part at
 	// To; drainOf to drain the subtree at To.
@@ -45,6 +48,7 @@ type called struct {
 	Err     error
 	CtxLeft time.Duration // time left to the handler's deadline when the request returned
 	CtxErr  error
+	Took    time.Duration // the inner request's
 }
 
 // callHarness is a tree of counters whose handlers also make requests.
@@ -73,11 +77,19 @@ func callHarness(t *testing.T) *actortest.Harness {
 				ctx, cancel = context.WithTimeout(context.Background(), m.Timeout)
 				defer cancel()
 			}
+			start := time.Now()
 			reply, err := sys.Request(ctx, m.To, next)
+			took := time.Since(start)
+			if m.Asked != nil {
+				close(m.Asked)
+			}
+			if m.Then != nil {
+				<-m.Then
+			}
 			if err != nil && m.Fail {
 				return nil, err
 			}
-			r := called{Reply: reply, Err: err, CtxErr: c.Context().Err()}
+			r := called{Reply: reply, Err: err, CtxErr: c.Context().Err(), Took: took}
 			if d, ok := c.Context().Deadline(); ok {
 				r.CtxLeft = time.Until(d)
 			}
@@ -341,6 +353,35 @@ func TestCallPathEndsWithItsHandler(t *testing.T) {
 	if _, err := h.System().Request(ctx, "k/a", get{}); err != nil {
 		t.Fatalf("request with the context of a handler that returned: %v", err)
 	}
+
+	// k/a calls k/b, whose handler returns while k/a still runs: the path
+	// ends with k/b's handler, k/a is not waiting on it any more, and a
+	// request along it to k/a waits for k/a's handler (it does not fail).
+	asked, then := make(chan struct{}), make(chan struct{})
+	outer := make(chan error, 1)
+	octx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel() // not before the request along it is answered
+	go func() {
+		_, err := h.System().Request(octx, "k/a", call{To: "k/b", Next: keepContext{Into: ch}, Asked: asked, Then: then})
+		outer <- err
+	}()
+	ctx = <-ch
+	<-asked // k/b replied: its handler returned; k/a's still runs
+	if got := actors.CallPath(ctx); len(got) != 0 {
+		t.Fatalf("call path after k/b's handler returned: %v", got)
+	}
+	inner := make(chan error, 1)
+	go func() {
+		_, err := h.System().Request(ctx, "k/a", get{})
+		inner <- err
+	}()
+	close(then)
+	if err := <-inner; err != nil {
+		t.Fatalf("request along the ended path: %v", err)
+	}
+	if err := <-outer; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Two requests that cross (k/a calls k/b while k/b, on a call of its own,
@@ -367,9 +408,16 @@ func TestCrossedCallsWaitForDeadline(t *testing.T) {
 			results <- v.(called)
 		}()
 	}
-	for range 2 {
-		if r := <-results; !errors.Is(r.Err, context.DeadlineExceeded) || errors.Is(r.Err, actors.ErrCallCycle) {
-			t.Fatalf("crossed call: %v, %v; want context.DeadlineExceeded", r.Reply, r.Err)
+	// The first to return waited for its deadline; the other one could
+	// not be handled before that handler returned, and may have been
+	// handled then, if its own deadline was a little later.
+	for i := range 2 {
+		r := <-results
+		if errors.Is(r.Err, actors.ErrCallCycle) || (i == 0 && !errors.Is(r.Err, context.DeadlineExceeded)) || (r.Err != nil && !errors.Is(r.Err, context.DeadlineExceeded)) {
+			t.Fatalf("crossed call %d: %v, %v; want context.DeadlineExceeded", i, r.Reply, r.Err)
+		}
+		if r.Took < wait {
+			t.Fatalf("crossed call %d returned after %v, before the deadline %v", i, r.Took, wait)
 		}
 	}
 }
