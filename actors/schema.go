@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -126,7 +127,7 @@ func adoptTables(tx *persistence.Tx, has component) (component, error) {
 	}
 	for _, d := range componentDDL {
 		for _, t := range d.tables {
-			if has&d.c == 0 && containsString(found, t) {
+			if has&d.c == 0 && slices.Contains(found, t) {
 				if err := installTables(tx, d.c); err != nil {
 					return has, err
 				}
@@ -135,15 +136,6 @@ func adoptTables(tx *persistence.Tx, has component) (component, error) {
 		}
 	}
 	return has, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // installTables runs the DDL of the components c.
@@ -243,10 +235,9 @@ func (p *part) wantedComponents() component {
 
 // mayHaveChildren reports whether a kind of t matches some child of p.
 func (t *tree) mayHaveChildren(p Path) bool {
-	d := p.Depth()
-	segs := strings.Split(p.String(), "/")
-	for _, k := range t.byDepth[d+1] {
-		if covers(k.segs[:d], segs) {
+	segs := p.Segments()
+	for _, k := range t.byDepth[len(segs)+1] {
+		if covers(k.segs[:len(segs)], segs) {
 			return true
 		}
 	}
