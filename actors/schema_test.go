@@ -194,7 +194,7 @@ func TestOldDataDirectoryOpens(t *testing.T) {
 	// The lane goes on after a restart of the process: #3, nothing again.
 	h.Reopen()
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{5}})
-	actortest.Eventually(t, func() bool { return h.QueryInt("d/b", `SELECT n FROM counter`) == 8 })
+	actortest.Eventually(t, func() bool { return h.QueryInt("d/b", `SELECT n FROM counter`) == 8 && outboxLen(h, "d/a") == 0 })
 	if got := fmt.Sprint(h.Query("d/b", `SELECT n FROM log ORDER BY i`)); got != "[[1] [2] [5]]" {
 		t.Fatalf("d/b handled %s after the restart", got)
 	}
