@@ -29,6 +29,34 @@
 // reversible encoding that is safe on case-insensitive file systems (see
 // EncodeSegment); names that start with '_' belong to the runtime.
 //
+// # The runtime's tables
+//
+// Beside the kind's tables, a part's file holds the runtime's, named
+// _fractal_*: the records of its children (_fractal_children,
+// _fractal_created), its durable outbox (_fractal_outbox, _fractal_lanes,
+// _fractal_dead), its inbox (_fractal_inbox, _fractal_skipped) and its
+// alarms (_fractal_alarms). They have a schema version of their own, apart
+// from the kind's PRAGMA user_version: it is kept in the file's PRAGMA
+// application_id, which therefore belongs to the runtime (a kind's
+// migration that sets it does not keep it), with the groups of tables the
+// file has. The part's activation reads it with the file's header and, in
+// the kind's migration transaction, brings the runtime's tables up to date;
+// a current file costs no further read and no write. A file whose runtime
+// schema is newer than the code is refused, as a file whose kind schema is
+// newer: ErrActivation wrapping persistence.ErrSchemaTooNew, the file left
+// untouched. A file written before the runtime's tables had a version
+// (application_id 0, any of the tables created on first use) is migrated
+// at its next activation, keeping its rows.
+//
+// A file gets the tables it needs, no more: a part whose kind may have
+// children (some kind is declared below it), and the data directory's root
+// file, get the records of children at activation; a leaf of a trivial
+// kind gets none (its file stays two pages, 8 KiB). The outbox, the inbox
+// and the alarms are created once in a file's life, with the first message
+// that needs them (its first durable send or Call, its first durable
+// delivery, its first alarm), in that message's transaction. No later
+// message runs DDL or looks for a table.
+//
 // # A message's life
 //
 // Request and Send address a part by path. An active part is reached
