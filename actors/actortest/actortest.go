@@ -219,19 +219,3 @@ func CheckDir(t testing.TB, dir string) {
 		t.Errorf("actortest: walk %s: %v", dir, err)
 	}
 }
-
-// Eventually calls cond until it returns true, failing the test if it has
-// not within Timeout.
-func Eventually(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(Timeout)
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("actortest: condition not met within %v", Timeout)
-		}
-		time.Sleep(delay)
-	}
-}
