@@ -42,11 +42,11 @@ import (
 type Clock struct {
 	advancing sync.Mutex // held by Advance: one advance at a time
 
-	mu      sync.Mutex
-	now     time.Time
-	timers  timerHeap     // pending, earliest first; as many as the runtime arms (it bounds its own)
-	seq     uint64        // arming order, which breaks ties of due times
-	armed   chan struct{} // closed (and replaced) when a timer is armed
+	mu     sync.Mutex
+	now    time.Time
+	timers timerHeap     // pending, earliest first; as many as the runtime arms (it bounds its own)
+	seq    uint64        // arming order, which breaks ties of due times
+	armed  chan struct{} // closed (and replaced) when a timer is armed
 }
 
 // Epoch is the time a Clock made with a zero start begins at.
