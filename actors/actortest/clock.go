@@ -113,6 +113,20 @@ func (c *Clock) Advance(d time.Duration) {
 	}
 }
 
+// AdvanceUntil advances the Clock by step, again and again, until cond
+// returns true, failing the test if it has not within Timeout (of the wall
+// clock). It drives what takes several timers in turn, each armed by the
+// runtime once the previous one fired (an alarm's retries with backoff,
+// the passivator's ticks), where the test cares that it happens rather
+// than when: a test of when advances to just before and checks. It calls
+// cond every 2 ms of the wall clock.
+func (c *Clock) AdvanceUntil(t testing.TB, step time.Duration, cond func() bool) {
+	t.Helper()
+	if !Poll(Timeout, 2*time.Millisecond, func() bool { c.Advance(step); return cond() }) {
+		t.Fatalf("actortest: condition not met within %v, advancing %v at a time to %s", Timeout, step, c)
+	}
+}
+
 // Pending returns the number of timers armed and neither fired nor
 // stopped.
 func (c *Clock) Pending() int {
