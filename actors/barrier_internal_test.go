@@ -116,6 +116,24 @@ func request(s *System, path string, msg any) chan result {
 	return ch
 }
 
+// waitUntil calls cond every millisecond until it returns true, failing
+// the test if it has not within 10 s: actortest.Eventually for this test of
+// the package's insides, which cannot import actortest.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("%s: not within 10 s", what)
+		}
+	}
+}
+
 func notYet(t *testing.T, ch chan result, what string) {
 	t.Helper()
 	select {
@@ -167,20 +185,13 @@ func TestNoReplyBeforeTheBarrierSync(t *testing.T) {
 	if res := <-tl; res.err != nil {
 		t.Fatalf("sender reply: %v", res.err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitUntil(t, "the held message arrives", func() bool {
 		v, err := s.Request(context.Background(), "c/x", read{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the held message never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return v == 1
+	})
 }
 
 // A message that writes nothing causes no sync when nothing of its part
@@ -228,9 +239,7 @@ func TestReopenWaitsOnlyForWhatIsNotSynced(t *testing.T) {
 		if err := s.Restart(ctx, "c"); err != nil {
 			t.Fatal(err)
 		}
-		for s.Active("c/x") {
-			time.Sleep(time.Millisecond)
-		}
+		waitUntil(t, "c/x stops with its parent", func() bool { return !s.Active("c/x") })
 	}
 	restartParent() // c/x stops with its commit synced
 	g.close(t, s)
