@@ -167,6 +167,19 @@
 // opening any part. Delivery is at least once: a failing handler's alarm is
 // retried with exponential backoff.
 //
+// # Time
+//
+// The runtime reads the time and arms its timers through the System's Clock
+// (Options.Clock, the wall clock by default): batch bounds
+// (Options.MaxBatchDelay), Context.After, alarms and their retries, the
+// retries and ages of durable messages, restart backoff, idle timeouts and
+// the passivator's ticks, and the times the runtime records in part files.
+// A handler reads that clock with Context.Now, for example to set an alarm,
+// so that a test with a fake clock (actortest.Clock) controls it too.
+// Metrics durations stay on the wall clock, as do request deadlines, which
+// are the caller's context's, and Delivery.Timeout, a context deadline on
+// each delivery attempt.
+//
 // # Bounds
 //
 // Every queue is bounded: a part's mailbox holds at most Options.MaxMailbox
@@ -245,5 +258,7 @@
 // # Testing
 //
 // Package actortest runs kinds against a temporary data directory and checks
-// every file's integrity when the test ends.
+// every file's integrity when the test ends. Its Clock is a fake Clock that
+// a test advances instead of sleeping, and its condition waits (Eventually,
+// CheckFor, WaitDelivered) replace polling loops.
 package actors
