@@ -173,7 +173,11 @@
 // (Options.Clock, the wall clock by default): batch bounds
 // (Options.MaxBatchDelay), Context.After, alarms and their retries, the
 // retries and ages of durable messages, restart backoff, idle timeouts and
-// the passivator's ticks, and the times the runtime records in part files.
+// the passivator's ticks, the pause between two passes it makes for
+// Options.MaxActiveParts, the retry of an activation that found no file
+// descriptor, and the times it records in part files. With a fake clock
+// every one of those delays lasts until the test advances the clock.
+//
 // A handler reads that clock with Context.Now, for example to set an alarm,
 // so that a test with a fake clock (actortest.Clock) controls it too.
 // Metrics durations stay on the wall clock, as do request deadlines, which
