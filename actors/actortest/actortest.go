@@ -28,7 +28,9 @@
 // Advance runs the due callbacks before it returns; what the runtime does
 // in reaction happens on its goroutines afterwards, and it may arm the
 // next timer only then: WaitTimer waits for a timer, and AdvanceUntil
-// advances step by step until a condition holds.
+// advances step by step until a condition holds. Everything timed moves
+// together: an advance past a kind's idle timeout passivates its idle
+// parts (and cancels their plain timers) as the wall clock would.
 //
 // # Waiting for conditions
 //
