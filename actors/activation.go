@@ -111,8 +111,8 @@ func (p *part) create() error {
 		return fmt.Errorf("%w: %s: kind %q returned a nil handler", ErrActivation, p.path, p.kind.Name)
 	}
 	wrote := db.WroteAtOpen()
+	var out []*envelope // sent by Activate
 	if act, ok := h.(Activator); ok {
-		var out []*envelope
 		var atx *persistence.Tx
 		err := db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
 			atx = tx
@@ -132,15 +132,6 @@ func (p *part) create() error {
 			return fmt.Errorf("%w: %s: activate: %w", ErrActivation, p.path, err)
 		}
 		wrote = wrote || atx.Wrote()
-		p.afterSync(func(err error) {
-			if err != nil {
-				p.logger().Error("messages sent by Activate dropped", "err", err)
-				return
-			}
-			for _, e := range out {
-				p.sys.dispatch(e)
-			}
-		})
 	}
 	p.db, p.handler = db, h
 	p.ob.reset() // a restarted part's outbox state was stopped with it
@@ -156,68 +147,53 @@ func (p *part) create() error {
 			p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
 		}
 	}
-	if p.sys.barrier != nil && (wrote || p.unsynced.Load() > 0 || p.parent.unsynced.Load() > 0 || p.sys.stoppedUnsynced(p.path)) {
+	if len(out) > 0 || (p.sys.barrier != nil && (wrote || p.sync.unsynced > 0 || p.sync.parentUnsynced || p.sys.stoppedUnsynced(p.path))) {
 		// The file, its migrations and Activate's writes were committed
 		// without a sync, or the parent's record of p, or the last commits
-		// of p before a restart or passivation, may still wait for theirs: what the
-		// first replies read waits for one. A file opened as it was, whose
-		// last writer and parent have nothing waiting for a sync, is
-		// durable as it is.
-		p.afterSync(func(error) {})
+		// of p before a restart or passivation, may still wait for theirs:
+		// what Activate sent, and what the first replies read, wait for
+		// one. A file opened as it was, whose last writer and parent have
+		// nothing waiting for a sync, is durable as it is.
+		p.handOver(&batch{path: p.path, out: out})
+	}
+	p.sync.parentUnsynced = false // covered by what was just handed over
+	if p.sys.trace != nil {
+		p.sys.trace("open", p.path)
 	}
 	p.logger().Debug("part activated", "kind", p.kind.Name, "version", db.Version())
 	return nil
 }
 
-// noteStopped remembers p, stopped, while commits of its still wait for
-// the barrier, so that its next incarnation's first replies wait too.
+// noteStopped remembers, when p stops while commits of its still wait
+// for the barrier, that the next incarnation's first replies must wait
+// too: until a barrier callback handed over now, which runs after those
+// commits' callbacks, closes the mark.
 func (s *System) noteStopped(p *part) {
-	if p.kind != nil && p.unsynced.Load() > 0 {
-		s.stoppedParts.Store(p.path.String(), p)
-		if p.unsynced.Load() == 0 { // synced meanwhile
-			s.stoppedParts.CompareAndDelete(p.path.String(), p)
-		}
+	if p.kind == nil || s.barrier == nil || p.sync.unsynced == 0 {
+		return
 	}
-}
-
-// synced forgets p once none of its commits waits for the barrier.
-func (s *System) synced(p *part) {
-	s.stoppedParts.CompareAndDelete(p.path.String(), p)
+	key := p.path.String()
+	mark := make(chan struct{})
+	s.stoppedParts.Store(key, mark)
+	s.barrier.After(func(error) {
+		close(mark)
+		s.stoppedParts.CompareAndDelete(key, mark)
+	})
 }
 
 // stoppedUnsynced reports whether a stopped incarnation of the part at
 // path has commits still waiting for the barrier.
 func (s *System) stoppedUnsynced(path Path) bool {
 	v, ok := s.stoppedParts.Load(path.String())
-	return ok && v.(*part).unsynced.Load() > 0
-}
-
-// afterSync runs fn once what p committed so far is durable: at once
-// without a barrier, after the barrier's next sync with one. Until then p's
-// later commits wait for the barrier too, even those that write nothing.
-func (p *part) afterSync(fn func(error)) {
-	if p.sys.barrier == nil {
-		fn(nil)
-		return
+	if !ok {
+		return false
 	}
-	p.unsynced.Add(1)
-	var handed time.Time
-	m := p.sys.metrics
-	if m != nil {
-		handed = time.Now()
+	select {
+	case <-v.(chan struct{}):
+		return false
+	default:
+		return true
 	}
-	p.sys.barrier.After(func(err error) {
-		if m != nil {
-			m.barrierWait.Observe(time.Since(handed).Seconds())
-		}
-		if p.unsynced.Add(-1) == 0 {
-			p.sys.synced(p)
-		}
-		if p.deferred.Swap(false) {
-			p.post(flushBatch{})
-		}
-		fn(err)
-	})
 }
 
 // newHandler calls the kind's constructor, turning a panic into an error:
@@ -252,6 +228,9 @@ func (p *part) closeDB() {
 		p.logger().Error("closing part file", "err", err)
 	}
 	p.db, p.handler = nil, nil
+	if p.sys.trace != nil && p.kind != nil {
+		p.sys.trace("close", p.path)
+	}
 }
 
 // queryStrings returns the first column of a query's rows, as strings.

@@ -5,12 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fractalrt/fractal/persistence"
 	"github.com/fractalrt/fractal/supervisor"
 )
+
+// children are what a part knows of its children: the active ones, the
+// messages held for those that are stopping, and the supervision decisions
+// about them. Owned by the part's goroutine (protoactor-go runs
+// HandleFailure, spawns and Terminated there).
+type children struct {
+	active  map[string]*part       // by segment
+	pending map[string][]*envelope // messages for children that are stopping
+	sup     *supervisor.Supervisor // decisions about the children (see supervisorOf)
+	plan    *groupPlan             // the group restart under way, if any
+}
 
 // restartChild asks a parent to restart one of its children.
 type restartChild struct {
@@ -21,6 +33,12 @@ type restartChild struct {
 // spawn starts the child seg; recorded says whether its parent noted that
 // its file was created.
 func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
+	return p.spawnChild(c, seg, recorded, false)
+}
+
+// spawnChild is spawn; an eager child opens its file as soon as it starts
+// and tells p (childStarted), as a group restart needs.
+func (p *part) spawnChild(c actor.Context, seg string, recorded, eager bool) *part {
 	cp, err := p.path.Child(seg)
 	if err != nil {
 		panic(fmt.Sprintf("actors: routed to invalid child %q of %s: %v", seg, p.path, err)) // paths are validated on entry
@@ -29,14 +47,15 @@ func (p *part) spawn(c actor.Context, seg string, recorded bool) *part {
 	if err != nil {
 		panic(fmt.Sprintf("actors: routed to %s: %v", cp, err)) // kinds are checked on entry
 	}
-	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded}
+	child := &part{sys: p.sys, path: cp, kind: k, parent: p, recorded: recorded, eager: eager}
+	child.sync.parentUnsynced = p.sync.unsynced > 0 // its record in p's file may be among them
 	child.pid = c.Spawn(child.props())
-	if p.children == nil {
-		p.children = make(map[string]*part)
+	if p.kids.active == nil {
+		p.kids.active = make(map[string]*part)
 	}
-	p.children[seg] = child
-	p.nchildren.Add(1)
-	child.lastActive.Store(p.sys.clock.Now().UnixNano())
+	p.kids.active[seg] = child
+	p.gauges.nchildren.Add(1)
+	child.gauges.lastActive.Store(p.sys.clock.Now().UnixNano())
 	p.sys.parts.Store(cp.String(), child)
 	p.sys.activated()
 	if err := p.supervisorOf().Add(seg, k.Restart); err != nil && !errors.Is(err, supervisor.ErrDuplicateChild) {
@@ -126,7 +145,7 @@ func (p *part) recordChild(seg string) (created bool) {
 			return err
 		})
 		if err == nil && wrote {
-			p.afterSync(func(error) {}) // counted until synced: see activate
+			p.handOver(&batch{path: p.path}) // counted until synced: see activate
 		}
 	}
 	if err != nil {
@@ -172,27 +191,41 @@ func (p *part) childrenDB() (*persistence.DB, error) {
 }
 
 func (p *part) childTerminated(c actor.Context, who *actor.PID) {
-	for seg, child := range p.children {
+	for seg, child := range p.kids.active {
 		if !child.pid.Equal(who) {
 			continue
 		}
-		delete(p.children, seg)
-		p.nchildren.Add(-1)
-		if p.sup != nil {
-			_ = p.sup.Remove(seg) // already forgotten after a decision to remove it
+		delete(p.kids.active, seg)
+		p.gauges.nchildren.Add(-1)
+		plan := p.kids.plan
+		if p.kids.sup != nil && (plan == nil || !slices.Contains(plan.start, seg)) {
+			// (A child the plan starts again keeps its place in the
+			// start order.)
+			_ = p.kids.sup.Remove(seg) // already forgotten after a decision to remove it
 		}
-		held := p.pending[seg]
-		delete(p.pending, seg)
-		for _, env := range held {
-			if p.alive {
-				p.route(c, env)
-			} else {
-				// Restarting or stopping: queue them behind whatever is
-				// in the mailbox; a stopping part reroutes them.
-				p.sys.as.Root.Send(c.Self(), env)
-			}
+		if plan != nil && plan.waiting == seg {
+			plan.waiting = ""
 		}
+		if !p.planHolds(seg) {
+			p.releasePending(c, seg)
+		}
+		p.advancePlan(c)
 		return
+	}
+}
+
+// releasePending routes the messages held for child seg while it stopped.
+func (p *part) releasePending(c actor.Context, seg string) {
+	held := p.kids.pending[seg]
+	delete(p.kids.pending, seg)
+	for _, env := range held {
+		if p.state == running {
+			p.route(c, env)
+		} else {
+			// Restarting or stopping: queue them behind whatever is in
+			// the mailbox; a stopping part reroutes them.
+			p.sys.as.Root.Send(c.Self(), env)
+		}
 	}
 }
 
@@ -200,21 +233,23 @@ func (p *part) childTerminated(c actor.Context, who *actor.PID) {
 // during a restart, when p itself stops.
 func (p *part) failPending() {
 	for _, env := range p.stash {
-		p.queued.Add(-1)
+		p.gauges.queued.Add(-1)
 		p.sys.reroute(env)
 	}
 	p.stash = nil
-	for seg, held := range p.pending {
-		delete(p.pending, seg)
+	for seg, held := range p.kids.pending {
+		delete(p.kids.pending, seg)
 		for _, env := range held {
 			p.sys.reroute(env)
 		}
 	}
 }
 
+func (m *restartChild) apply(p *part, c actor.Context) { p.restartChild(c, m) }
+
 func (p *part) restartChild(c actor.Context, m *restartChild) {
-	child := p.children[m.child.path.Name()]
-	if child != m.child || !p.alive {
+	child := p.kids.active[m.child.path.Name()]
+	if child != m.child || p.state != running {
 		m.done <- fmt.Errorf("%w: %s", ErrNotActive, m.child.path)
 		return
 	}

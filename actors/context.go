@@ -25,6 +25,7 @@ type Context struct {
 	durables []outRow    // durable messages stored by this call
 	rows     []*sql.Rows // opened by Query, closed by end
 	done     bool
+	exit     bool // Stop was called
 }
 
 // Context returns the context of the request being handled: its deadline
@@ -172,4 +173,25 @@ func (c *Context) After(d time.Duration, msg any) error {
 
 func (c *Context) String() string {
 	return fmt.Sprintf("actors.Context(%s)", c.part.path)
+}
+
+// Stop ends this part normally (OTP's normal exit) once the message being
+// handled has committed: its batch commits at once, its reply goes out as
+// usual, and the messages that reach the part after this one wait while
+// its parent decides, as the part's Kind.Restart says:
+//
+//   - supervisor.Transient and supervisor.Temporary parts are not
+//     restarted: the part stops, its file closes, and its next message
+//     activates it again;
+//   - a supervisor.Permanent part (the default) is restarted at once, as
+//     OTP restarts a permanent child whatever its exit: its file is reopened
+//     and Activate runs again. Such restarts count towards the parent's
+//     restart intensity.
+//
+// Stop has no effect when the handler returns an error or panics (nothing
+// committed), nor in Activate.
+func (c *Context) Stop() {
+	if !c.done {
+		c.exit = true
+	}
 }

@@ -88,7 +88,15 @@
 // Kind.Restart how a part of that kind is restarted (permanent, transient,
 // temporary). A panicking handler is a failure; beyond the intensity the
 // parent stops its children and fails itself, and its own parent decides.
-// A restarted part reloads from its file at once. A file that cannot be
+// A restarted part reloads from its file at once. A one_for_all or
+// rest_for_one group restarts as OTP does: its children stop one after
+// another in reverse start order, each stop complete before the next, then
+// start one after another in start order, each activation complete before
+// the next; messages sent to them meanwhile wait and are handled by the new
+// incarnations. A handler ends its part normally with Context.Stop: after
+// the message commits, a transient or temporary part stops and its next
+// message activates it again, and a permanent part is restarted (OTP's
+// rules for a normal exit). A file that cannot be
 // opened (corrupt, newer schema) is not a crash: the part answers its
 // callers with an error naming it, tries again at its next message, and
 // its siblings are unaffected.

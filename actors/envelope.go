@@ -21,8 +21,11 @@ type envelope struct {
 	relayed bool
 
 	// A timer set by Context.After: sent to timer's part after delay.
-	timer *part
-	delay time.Duration
+	// timerID names the timer that fired, for the part to check that it
+	// was not cancelled meanwhile (see timerFired).
+	timer   *part
+	delay   time.Duration
+	timerID uint64
 
 	// done, when not nil, receives the reply instead of reply (a durable
 	// delivery's sender waits so, without a goroutine).

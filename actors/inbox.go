@@ -51,12 +51,12 @@ func init() {
 // in its lane; the sender tries again.
 var errOutOfOrder = errors.New("actors: durable message out of order")
 
-// handleDelivery handles the durable messages of d addressed to p, in
+// runIn handles the durable messages of d addressed to p, in
 // order, each under its own savepoint in b's transaction: a message is
 // handled unless the inbox says it already was, and the inbox advances in
 // the same transaction. It stops at the first message that fails; the
 // acknowledgement says how many went through.
-func (p *part) handleDelivery(env *envelope, b *batch, d *delivery) {
+func (d *delivery) runIn(p *part, env *envelope, b *batch) {
 	ack := deliveryAck{}
 	for i := range d.Items {
 		if err := p.deliverItem(env, b, d, &d.Items[i]); err != nil {
@@ -98,11 +98,7 @@ func (p *part) deliverItem(env *envelope, b *batch, d *delivery, it *deliveryIte
 		if rerr := sp.Rollback(); rerr != nil {
 			p.logger().Error("rollback", "err", rerr)
 		}
-		b.hold(env, nil, perr, outPanic)
-		p.commit()
-		p.queued.Add(-1) // see handle
-		p.current = nil
-		panic(perr)
+		p.failBatch(env, b, perr)
 	}
 	if herr != nil {
 		rerr := sp.Rollback()

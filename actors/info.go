@@ -36,9 +36,9 @@ func (s *System) Info(ctx context.Context, path string) (PartInfo, error) {
 	if v, ok := s.parts.Load(p.String()); ok {
 		pt := v.(*part)
 		info.Active = true
-		info.Mailbox = max(0, int(pt.queued.Load()))
-		info.Failures = pt.failures.Load()
-		if e := pt.lastErr.Load(); e != nil {
+		info.Mailbox = max(0, int(pt.gauges.queued.Load()))
+		info.Failures = pt.gauges.failures.Load()
+		if e := pt.gauges.lastErr.Load(); e != nil {
 			info.LastError = *e
 		}
 	}

@@ -68,9 +68,11 @@ type Kind struct {
 	Supervision supervisor.Spec
 
 	// Restart says whether a part of this kind is restarted by its parent
-	// after its handler panicked: supervisor.Permanent (the zero value)
-	// and supervisor.Transient are, supervisor.Temporary is not (it is
-	// stopped, and activated again by its next message).
+	// after it exits (OTP's restart types). After its handler panicked:
+	// supervisor.Permanent (the zero value) and supervisor.Transient are,
+	// supervisor.Temporary is not (it is stopped, and activated again by
+	// its next message). After a normal exit (Context.Stop): only
+	// supervisor.Permanent is; the others stop until their next message.
 	Restart supervisor.RestartType
 
 	// IdleTimeout is how long a part of this kind stays active without a

@@ -8,24 +8,23 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fractalrt/fractal/persistence"
 )
 
 // An outbox is the in-memory state of one part's durable deliveries: which
-// lanes have a delivery in flight or a retry waiting. It is reset when the
-// part stops; the table is the truth, and a new incarnation starts again
-// from it. mu guards it: batches release (and so dispatch) from the
-// barrier's goroutine.
+// lanes have a delivery in flight or a retry waiting. It is owned by the
+// part's goroutine, like the rest of the part. It is reset when the part
+// stops; the table is the truth, and a new incarnation starts again from
+// it.
 type outbox struct {
-	mu      sync.Mutex
-	busy    map[string]int64 // lane -> row in flight or waiting for its retry
+	busy    map[string]int64 // lane -> row in flight or waiting for its retry (at most maxLanes)
 	timers  map[string]Timer // lane -> its retry
 	indexed bool             // p noted in the alarm index by this incarnation
 	stopped bool
-	fails   int // batches in a row that failed with deliveries to send or settle (see failed)
+	fails   int   // batches in a row that failed with deliveries to send or settle (see failed)
+	durable int64 // outbox rows up to this id are durable (set as batches settle)
 }
 
 // failed arranges for the lanes, which p holds, to be pumped again: the
@@ -33,16 +32,10 @@ type outbox struct {
 // failed (its commit, or the recording itself). The delay is the delivery
 // backoff for the number of such failures in a row, at most alarmLease.
 func (ob *outbox) failed(p *part, lanes []string) {
-	if len(lanes) == 0 {
-		return
-	}
-	ob.mu.Lock()
-	if ob.stopped {
-		ob.mu.Unlock()
-		return // the next incarnation pumps every lane
+	if len(lanes) == 0 || ob.stopped {
+		return // stopped: the next incarnation pumps every lane
 	}
 	ob.fails++
-	n := ob.fails
 	if ob.busy == nil {
 		ob.busy = make(map[string]int64)
 	}
@@ -51,8 +44,7 @@ func (ob *outbox) failed(p *part, lanes []string) {
 			ob.busy[lane] = 0 // p holds it again; its pump finds the row
 		}
 	}
-	ob.mu.Unlock()
-	delay := min(p.sys.opts.Delivery.Backoff.Delay(min(n, 64), rand.Float64()), alarmLease)
+	delay := min(p.sys.opts.Delivery.Backoff.Delay(min(ob.fails, 64), rand.Float64()), alarmLease)
 	at := p.sys.clock.Now().Add(delay)
 	for _, lane := range lanes {
 		ob.retryAt(p, lane, at)
@@ -60,35 +52,24 @@ func (ob *outbox) failed(p *part, lanes []string) {
 }
 
 // succeeded ends a run of failures (see failed).
-func (ob *outbox) succeeded() {
-	ob.mu.Lock()
-	ob.fails = 0
-	ob.mu.Unlock()
-}
+func (ob *outbox) succeeded() { ob.fails = 0 }
 
 // index notes p in the alarm index, once per incarnation: the entry stays
 // until a wake finds p's outbox empty.
 func (ob *outbox) index(p *part) error {
-	ob.mu.Lock()
-	done := ob.indexed
-	ob.mu.Unlock()
-	if done {
+	if ob.indexed {
 		return nil
 	}
 	if err := p.sys.alarms.note(p.path, outboxAlarm, p.sys.clock.Now().Add(alarmLease)); err != nil {
 		return err
 	}
-	ob.mu.Lock()
 	ob.indexed = true
-	ob.mu.Unlock()
 	return nil
 }
 
 // claim marks r's lane busy with r, unless it is busy already or too many
 // are.
 func (ob *outbox) claim(r *outRow) bool {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
 	if ob.stopped || len(ob.busy) >= maxLanes {
 		return false
 	}
@@ -104,25 +85,15 @@ func (ob *outbox) claim(r *outRow) bool {
 
 // hold records that row holds lane (which p holds already).
 func (ob *outbox) hold(lane string, row int64) {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	if !ob.stopped && ob.busy != nil {
-		if _, ok := ob.busy[lane]; ok {
-			ob.busy[lane] = row
-		}
+	if _, ok := ob.busy[lane]; ok && !ob.stopped {
+		ob.busy[lane] = row
 	}
 }
 
 // holder returns the row that holds lane, or 0.
-func (ob *outbox) holder(lane string) int64 {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	return ob.busy[lane]
-}
+func (ob *outbox) holder(lane string) int64 { return ob.busy[lane] }
 
 func (ob *outbox) free(lane string) {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
 	delete(ob.busy, lane)
 	if t := ob.timers[lane]; t != nil {
 		t.Stop()
@@ -130,16 +101,10 @@ func (ob *outbox) free(lane string) {
 	}
 }
 
-func (ob *outbox) inFlight() bool {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	return len(ob.busy) > 0
-}
+func (ob *outbox) inFlight() bool { return len(ob.busy) > 0 }
 
 // stop forgets everything and cancels the retries: p is stopping.
 func (ob *outbox) stop() {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
 	for _, t := range ob.timers {
 		t.Stop()
 	}
@@ -147,16 +112,11 @@ func (ob *outbox) stop() {
 }
 
 // reset prepares a new incarnation.
-func (ob *outbox) reset() {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	ob.stopped = false
-}
+func (ob *outbox) reset() { ob.stopped = false }
 
-// retryAt posts an outboxPump for lane to p at t.
+// retryAt posts an outboxPump for lane to p at t. The timer's goroutine
+// only posts: the pump runs on p's.
 func (ob *outbox) retryAt(p *part, lane string, t time.Time) {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
 	if ob.stopped {
 		return
 	}
@@ -251,34 +211,17 @@ func (p *part) deliverResult(rows []outRow, through int, err error, took time.Du
 	p.sys.deliver(&envelope{to: p.path, from: p.path, msg: outboxResult{rows: rows, through: through, err: err, took: took}, ctx: context.Background()})
 }
 
-// runOutbox handles a runtime message (about p's outbox, dead letters or
-// children) in b's transaction.
-// The deliveries it decides are sent after b is durable.
-func (p *part) runOutbox(env *envelope, b *batch, msg any) {
+// runOutbox runs fn, a runtime message's work (about p's outbox, dead
+// letters or children), in b's transaction under a savepoint, and holds
+// its outcome as a runtime reply. The deliveries it decides are sent after
+// b is durable.
+func (p *part) runOutbox(env *envelope, b *batch, fn func() (any, error)) {
 	sp, err := b.tx.Savepoint()
 	if err != nil {
 		b.holdRuntime(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 		return
 	}
-	var val any
-	switch m := msg.(type) {
-	case outboxPump:
-		err = p.pump(b, m.lane)
-	case alarmWake:
-		err = p.pumpOrSettle(b)
-	case outboxResult:
-		err = p.settleDelivery(b, m)
-		if err != nil && p.ob.holder(m.rows[0].lane()) == m.rows[0].id {
-			// The outcome is not recorded and the attempt is over:
-			// the lane's rows go again (settled below also covers a
-			// failure of b's commit).
-			p.ob.failed(p, []string{m.rows[0].lane()})
-		}
-	case deadLetterOp:
-		val, err = p.deadLetterOp(b, m)
-	case childCreated:
-		err = p.childCreatedTx(b, m.seg)
-	}
+	val, err := fn()
 	if err != nil {
 		if rerr := sp.Rollback(); rerr != nil {
 			p.logger().Error("rollback", "err", rerr)
@@ -292,6 +235,31 @@ func (p *part) runOutbox(env *envelope, b *batch, msg any) {
 		return
 	}
 	b.holdRuntime(env, val, nil, outOK)
+}
+
+func (m outboxPump) runIn(p *part, env *envelope, b *batch) {
+	p.runOutbox(env, b, func() (any, error) { return nil, p.pump(b, m.lane) })
+}
+
+func (m outboxResult) runIn(p *part, env *envelope, b *batch) {
+	p.runOutbox(env, b, func() (any, error) {
+		err := p.settleDelivery(b, m)
+		if err != nil && p.ob.holder(m.rows[0].lane()) == m.rows[0].id {
+			// The outcome is not recorded and the attempt is over: the
+			// lane's rows go again (settled also covers a failure of b's
+			// commit).
+			p.ob.failed(p, []string{m.rows[0].lane()})
+		}
+		return nil, err
+	})
+}
+
+func (m deadLetterOp) runIn(p *part, env *envelope, b *batch) {
+	p.runOutbox(env, b, func() (any, error) { return p.deadLetterOp(b, m) })
+}
+
+func (m childCreated) runIn(p *part, env *envelope, b *batch) {
+	p.runOutbox(env, b, func() (any, error) { return nil, p.childCreatedTx(b, m.seg) })
 }
 
 // pump claims each free lane (or lane, which p holds already) and, once b
@@ -380,15 +348,11 @@ func (p *part) pumpOrSettle(b *batch) error {
 		}
 	}
 	if !pending {
-		p.ob.mu.Lock()
 		p.ob.indexed = false
-		p.ob.mu.Unlock()
 		return p.sys.alarms.settle(p.path, outboxAlarm, time.Time{})
 	}
 	// Still pending: the entry's lease (alarmLease) wakes p again later.
-	p.ob.mu.Lock()
 	p.ob.indexed = true
-	p.ob.mu.Unlock()
 	return p.pump(b, "")
 }
 
@@ -472,7 +436,7 @@ func (b *batch) stored(id int64) {
 // the receiver's inbox acknowledges the redelivery). The rows of a delivery
 // that are not durable yet wait for the next round of their lane.
 func (p *part) sendDurableNow(b *batch, from int) {
-	durable := p.durableOut.Load()
+	durable := p.ob.durable
 	kept := b.sends[:from]
 	for _, rows := range b.sends[from:] {
 		n := 0

@@ -4,27 +4,15 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// flushBatch asks a part to commit a batch it deferred (see deferCommit).
-type flushBatch struct{}
-
 // deferCommit decides, with the shared barrier, to keep a drained batch
 // open while an earlier commit of the part still waits for its sync: the
 // replies could not leave before the next sync anyway, and one commit per
 // part per sync writes one log frame per changed page instead of one per
-// batch, which is what a sync pays for. The barrier's callback for that
-// earlier commit posts flushBatch, and the part commits then. The batch
-// bounds (MaxBatch, MaxBatchDelay) still apply as messages arrive.
+// batch, which is what a sync pays for. The synced notice of that earlier
+// commit reaches the part as a message, after which Receive commits. The
+// batch bounds (MaxBatch, MaxBatchDelay) still apply as messages arrive.
 func (p *part) deferCommit() bool {
-	if p.sys.barrier == nil || p.unsynced.Load() == 0 || !p.alive {
-		return false
-	}
-	p.deferred.Store(true)
-	// The callback may have run between the two loads: then it saw no
-	// deferred batch, and the part commits now.
-	if p.unsynced.Load() == 0 && p.deferred.Swap(false) {
-		return false
-	}
-	return true
+	return p.sys.barrier != nil && p.sync.unsynced > 0 && p.state == running
 }
 
 // batchDone reports whether the open batch should commit after msg: when no
@@ -33,7 +21,7 @@ func (p *part) deferCommit() bool {
 // overlaps the next message (protoactor-go's MailboxEmpty hook runs after
 // the mailbox is marked idle and could).
 func (p *part) batchDone(msg any) (drained, full bool) {
-	waiting := p.queued.Load()
+	waiting := p.gauges.queued.Load()
 	if _, ok := msg.(*envelope); ok {
 		waiting-- // msg itself is counted until MessageReceived
 	}
@@ -48,7 +36,7 @@ func (p *part) MailboxStarted() {}
 // envelopes waiting in the mailbox, for group commit.
 func (p *part) MessagePosted(msg any) {
 	if _, ok := msg.(*envelope); ok {
-		p.queued.Add(1)
+		p.gauges.queued.Add(1)
 	}
 }
 
@@ -62,7 +50,7 @@ func (p *part) MailboxEmpty() {}
 // queued for a part that stops is not lost.
 func (p *part) MessageReceived(msg any) {
 	if env, ok := msg.(*envelope); ok {
-		p.queued.Add(-1)
+		p.gauges.queued.Add(-1)
 		if env != p.current {
 			p.sys.reroute(env)
 		}
@@ -71,19 +59,26 @@ func (p *part) MessageReceived(msg any) {
 }
 
 func (p *part) receive(c actor.Context, env *envelope) {
-	if !p.alive {
-		if p.restarted && !p.stopping {
-			// Restarting: protoactor-go keeps delivering messages while a
-			// restart waits for the children to stop. Hold them for the
-			// new incarnation rather than bounce them back here.
-			p.current = env
-			p.stash = append(p.stash, env)
-			p.queued.Add(1) // still waiting: counted until handled
-		}
+	switch p.state {
+	case running:
+	case exiting, restarting:
+		// Its parent decides what comes after a normal exit, and
+		// protoactor-go keeps delivering messages while a restart waits
+		// for the children to stop. Hold them for the new incarnation
+		// (or the parent, if p stops) rather than bounce them back here.
+		p.current = env
+		p.stash = append(p.stash, env)
+		p.gauges.queued.Add(1) // still waiting: counted until handled
+		return
+	default:
 		return // stopping: MessageReceived reroutes it
 	}
 	p.current = env
-	p.lastActive.Store(p.sys.clock.Now().UnixNano())
+	if env.timerID != 0 && !p.timerFired(env) {
+		p.sys.finish(env, nil, nil) // cancelled by a restart since it was set
+		return
+	}
+	p.gauges.lastActive.Store(p.sys.clock.Now().UnixNano())
 	if env.relayed && env.via == p.path {
 		env.relayed = false // passed through the smallest common whole
 		p.sys.relays.Add(1)
@@ -103,7 +98,15 @@ func (p *part) receive(c actor.Context, env *envelope) {
 // the child on that level if needed.
 func (p *part) route(c actor.Context, env *envelope) {
 	seg := env.next().segment(p.path.Depth())
-	child := p.children[seg]
+	child := p.kids.active[seg]
+	if child == nil && p.planHolds(seg) {
+		// Stopped by a group restart that has not started it again yet.
+		if p.kids.pending == nil {
+			p.kids.pending = make(map[string][]*envelope)
+		}
+		p.kids.pending[seg] = append(p.kids.pending[seg], env)
+		return
+	}
 	if child == nil {
 		if p.sys.holdForDrain(env.next().Ancestor(p.path.Depth()+1), env) {
 			return // not activated while its subtree is drained (see Drain)
@@ -116,8 +119,8 @@ func (p *part) route(c actor.Context, env *envelope) {
 	}
 	// The child is stopping: hold the message until it has terminated,
 	// then activate it again (childTerminated).
-	if p.pending == nil {
-		p.pending = make(map[string][]*envelope)
+	if p.kids.pending == nil {
+		p.kids.pending = make(map[string][]*envelope)
 	}
-	p.pending[seg] = append(p.pending[seg], env)
+	p.kids.pending[seg] = append(p.kids.pending[seg], env)
 }

@@ -50,6 +50,7 @@ const fileStatInterval = time.Second
 // metrics are a System's Prometheus metrics, built by Open when
 // Options.Registerer is set, registered there and unregistered by Close.
 // The hot path reaches them through kindMetrics, resolved once per kind.
+// It has one field per metric the runtime exports, hence its size.
 type metrics struct {
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -264,8 +265,8 @@ func (c *partsCollector) Collect(ch chan<- prometheus.Metric) {
 		p := v.(*part)
 		if sm := by[p.kind]; sm != nil {
 			sm.active++
-			sm.queued += float64(max(p.queued.Load(), 0))
-			sm.bytes += float64(p.fileBytes.Load())
+			sm.queued += float64(max(p.gauges.queued.Load(), 0))
+			sm.bytes += float64(p.gauges.fileBytes.Load())
 		}
 		return true
 	})
@@ -288,7 +289,7 @@ func (p *part) statFiles(now time.Time) {
 			return
 		}
 	}
-	p.fileBytes.Store(n)
+	p.gauges.fileBytes.Store(n)
 	p.statAt = now
 }
 

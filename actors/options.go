@@ -63,7 +63,10 @@ type Options struct {
 	// error rolls the batch back (or, after the commit, turns its replies
 	// into that error and sends nothing). A cluster uses it so that a node
 	// whose ownership of a subtree has lapsed cannot acknowledge writes
-	// for it. It runs on the part's goroutine and must be fast.
+	// for it. The first call runs on the part's goroutine; the second on
+	// the goroutine that learns that the commit is durable (the durability
+	// barrier's with PowerLoss, the part's otherwise), so Fence must be safe
+	// for concurrent use. It must be fast.
 	Fence func(Path) error
 
 	// Committed, when not nil, is called on a part's goroutine after each

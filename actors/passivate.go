@@ -16,6 +16,8 @@ const DefaultIdleTimeout = 5 * time.Minute
 // passivate asks a part to passivate itself if it is still idle.
 type passivate struct{}
 
+func (passivate) apply(p *part, c actor.Context) { p.passivate(c) }
+
 // idleTimeout returns the kind's idle timeout; negative means never.
 func (k *kindSpec) idleTimeout() time.Duration {
 	if k.IdleTimeout == 0 {
@@ -136,13 +138,13 @@ func (s *System) passivateIdle(now time.Time) {
 	s.parts.Range(func(_, v any) bool {
 		p := v.(*part)
 		active++
-		if p.nchildren.Load() == 0 && p.queued.Load() == 0 {
+		if p.gauges.nchildren.Load() == 0 && p.gauges.queued.Load() == 0 {
 			cands = append(cands, p)
 		}
 		return true
 	})
 	slices.SortFunc(cands, func(a, b *part) int {
-		x, y := a.lastActive.Load(), b.lastActive.Load()
+		x, y := a.gauges.lastActive.Load(), b.gauges.lastActive.Load()
 		switch {
 		case x < y:
 			return -1
@@ -162,7 +164,7 @@ func (s *System) passivateIdle(now time.Time) {
 	}
 	for i, p := range cands {
 		timeout := p.kind.idleTimeout()
-		idle := now.Sub(time.Unix(0, p.lastActive.Load()))
+		idle := now.Sub(time.Unix(0, p.gauges.lastActive.Load()))
 		if i < excess || (timeout > 0 && idle >= timeout) {
 			p.post(passivate{})
 		}
@@ -175,9 +177,9 @@ func (s *System) passivateIdle(now time.Time) {
 // from now on go to the parent, which holds them and activates p again once
 // it has terminated, and the file is closed.
 func (p *part) passivate(c actor.Context) {
-	if p.kind == nil || !p.alive || p.batch != nil || len(p.children) > 0 || p.queued.Load() > 0 || p.ob.inFlight() {
+	if p.kind == nil || p.state != running || p.batch != nil || len(p.kids.active) > 0 || p.gauges.queued.Load() > 0 || p.ob.inFlight() {
 		return
 	}
-	p.passivating = true
+	p.stopWhy = stopPassivated
 	c.Stop(c.Self())
 }

@@ -75,7 +75,7 @@ func (s *System) Send(path string, msg any) error {
 // wrapping ErrBackpressure, and memory stays bounded. A part that is not
 // active has an empty mailbox.
 func (s *System) admit(p Path) error {
-	if v, ok := s.parts.Load(p.String()); ok && v.(*part).queued.Load() >= int64(s.opts.MaxMailbox) {
+	if v, ok := s.parts.Load(p.String()); ok && v.(*part).gauges.queued.Load() >= int64(s.opts.MaxMailbox) {
 		return fmt.Errorf("%w: %s has %d messages waiting", ErrBackpressure, p, s.opts.MaxMailbox)
 	}
 	return nil
@@ -163,12 +163,9 @@ func (s *System) reroute(env *envelope) {
 	s.deliver(env)
 }
 
-// dispatch delivers a message sent by a handler, after its commit.
+// dispatch delivers a message sent by a handler, after its commit. (A
+// timer's message is not dispatched: the part sets the timer, see settle.)
 func (s *System) dispatch(env *envelope) {
-	if env.timer != nil {
-		env.timer.startTimer(env)
-		return
-	}
 	s.inflight.add()
 	if err := s.admit(env.next()); err != nil {
 		s.finish(env, nil, err) // logged as dropped: Send is at most once

@@ -38,15 +38,15 @@ func (k *kindSpec) supervision() supervisor.Spec {
 // owned by p's goroutine: protoactor-go runs HandleFailure, spawns and
 // Terminated there.
 func (p *part) supervisorOf() *supervisor.Supervisor {
-	if p.sup == nil {
+	if p.kids.sup == nil {
 		sup, err := supervisor.New(p.kind.supervision())
 		if err != nil {
 			// Specs are validated by Open.
 			panic("actors: supervision spec of " + p.path.String() + ": " + err.Error())
 		}
-		p.sup = sup
+		p.kids.sup = sup
 	}
-	return p.sup
+	return p.kids.sup
 }
 
 // HandleFailure implements actor.SupervisorStrategy: protoactor-go calls it
@@ -68,7 +68,7 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		sup.StopChildren(who) // not ours any more: nothing to restart
 		return
 	}
-	child.failures.Add(1)
+	child.gauges.failures.Add(1)
 	child.setLastError(fmt.Sprint(reason))
 	s := p.supervisorOf()
 	d, err := s.Exit(p.sys.clock.Now(), seg, supervisor.Failure, rand.Float64())
@@ -84,14 +84,25 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		return
 	}
 	p.logger().Warn("child failed", "child", seg, "decision", d.String(), "reason", reason)
+	p.carryOut(sup, seg, d, reason, message)
+}
+
+// carryOut does what the supervisor decided after child seg exited (a
+// failure, or a normal exit: see childExit). A decision that concerns the
+// exited child alone is carried out at once: protoactor-go's restart
+// (after the backoff delay), or a stop. A group restart (one_for_all,
+// rest_for_one) runs as a plan, one child at a time, in OTP's order (see
+// groupPlan).
+func (p *part) carryOut(sup actor.Supervisor, seg string, d supervisor.Decision, reason, message any) {
 	if d.Escalate {
-		for _, c := range p.children {
+		for _, c := range p.kids.active {
 			sup.StopChildren(c.pid)
 		}
+		p.kids.plan = nil
 		if p.kind == nil {
 			// The guardian has no parent: its children are stopped and
 			// activated again by their next messages.
-			p.sup = nil
+			p.kids.sup = nil
 			return
 		}
 		p.sys.escalations.Add(1)
@@ -101,50 +112,96 @@ func (p *part) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, who *ac
 		sup.EscalateFailure(reason, message)
 		return
 	}
-	for _, id := range d.Stop {
-		if !slices.Contains(d.Restart, id) {
-			if c := p.children[id]; c != nil {
+	p.countRestarts(d.Restart)
+	if len(d.Stop) > 0 || len(d.Restart) > 1 {
+		c, ok := sup.(actor.Context)
+		if !ok {
+			p.logger().Error("supervision: parent context cannot spawn; children stopped instead", "child", seg)
+			for _, c := range p.kids.active {
 				sup.StopChildren(c.pid)
 			}
+			return
 		}
-	}
-	for _, id := range d.Remove {
-		if c := p.children[id]; c != nil && !slices.Contains(d.Restart, id) {
-			sup.StopChildren(c.pid)
-		}
-	}
-	var restart []*actor.PID
-	for _, id := range d.Restart {
-		if c := p.children[id]; c != nil {
-			restart = append(restart, c.pid)
-		}
-	}
-	if len(restart) == 0 {
+		p.planGroup(c, seg, d)
 		return
 	}
-	p.sys.restarts.Add(uint64(len(restart)))
-	if m := p.sys.metrics; m != nil {
-		strategy := p.kind.supervision().Strategy.String()
-		for _, id := range d.Restart {
-			if c := p.children[id]; c != nil {
-				m.restarts.WithLabelValues(c.kind.Name, strategy).Inc()
-			}
-		}
+	child := p.kids.active[seg]
+	if child == nil {
+		return
+	}
+	if !slices.Contains(d.Restart, seg) {
+		sup.StopChildren(child.pid)
+		return
 	}
 	if d.Delay <= 0 {
-		sup.RestartChildren(restart...)
+		sup.RestartChildren(child.pid)
 		return
 	}
 	// RestartChildren only posts system messages: safe from the timer's
-	// goroutine. The failed child's mailbox is suspended until then.
-	p.sys.clock.AfterFunc(d.Delay, func() { sup.RestartChildren(restart...) })
+	// goroutine. A failed child's mailbox is suspended until then.
+	p.sys.clock.AfterFunc(d.Delay, func() { sup.RestartChildren(child.pid) })
+}
+
+// countRestarts counts the children about to be restarted.
+func (p *part) countRestarts(segs []string) {
+	n := 0
+	for _, id := range segs {
+		c := p.kids.active[id]
+		if c == nil {
+			continue
+		}
+		n++
+		if m := p.sys.metrics; m != nil {
+			m.restarts.WithLabelValues(c.kind.Name, p.kind.supervision().Strategy.String()).Inc()
+		}
+	}
+	p.sys.restarts.Add(uint64(n))
 }
 
 func (p *part) childByPID(who *actor.PID) (string, *part) {
-	for seg, c := range p.children {
+	for seg, c := range p.kids.active {
 		if c.pid.Equal(who) {
 			return seg, c
 		}
 	}
 	return "", nil
+}
+
+// exit ends p normally after the message being handled (Context.Stop): its
+// batch commits now, and its parent decides what comes next (childExit).
+func (p *part) exit() {
+	if p.kind == nil || p.state != running {
+		return
+	}
+	p.commit()
+	p.state = exiting
+	if !p.parent.post(childExit{p}) {
+		return // the parent is stopping, and p with it
+	}
+}
+
+// childExit tells a parent that its child ended normally (Context.Stop).
+type childExit struct{ child *part }
+
+func (m childExit) apply(p *part, c actor.Context) {
+	seg := m.child.path.Name()
+	sup, ok := c.(actor.Supervisor)
+	if p.kids.active[seg] != m.child || !ok {
+		return
+	}
+	s := p.supervisorOf()
+	now := p.sys.clock.Now()
+	d, err := s.Exit(now, seg, supervisor.Normal, rand.Float64())
+	if errors.Is(err, supervisor.ErrUnknownChild) {
+		if err = s.Add(seg, m.child.kind.Restart); err == nil {
+			d, err = s.Exit(now, seg, supervisor.Normal, rand.Float64())
+		}
+	}
+	if err != nil {
+		p.logger().Error("supervision", "child", seg, "err", err)
+		sup.StopChildren(m.child.pid)
+		return
+	}
+	p.logger().Debug("child exited", "child", seg, "decision", d.String())
+	p.carryOut(sup, seg, d, "normal exit of "+m.child.path.String(), nil)
 }

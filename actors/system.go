@@ -32,6 +32,13 @@ const maxHops = 64
 
 // A System is a tree of parts on a data directory. It is safe for
 // concurrent use.
+//
+// Its fields are what every part and every goroutine of the runtime share
+// (the configuration, the directory, the registry of active parts, the
+// node-wide components: barrier, passivator, alarm index, drains, the
+// count of messages in flight, the counters), which is why there are more
+// than 15; each is either set by Open and never changed, safe for
+// concurrent use by itself, or owned by one goroutine as its comment says.
 type System struct {
 	dir   string
 	tree  *tree
@@ -46,7 +53,7 @@ type System struct {
 	parts      sync.Map // Path.String() -> *part, every active part
 
 	barrier      *persistence.Barrier // PowerLoss only
-	stoppedParts sync.Map             // Path.String() -> *part stopped with commits not synced yet
+	stoppedParts sync.Map             // Path.String() -> chan struct{}, closed once the commits of a stopped part are synced
 	metrics      *metrics             // nil without Options.Registerer
 	messages     atomic.Uint64
 	commits      atomic.Uint64
@@ -64,6 +71,10 @@ type System struct {
 	rootStopped chan struct{} // closed when the guardian has stopped
 	done        chan struct{} // closed at the end of Close
 	stopped     atomic.Bool   // guardian stopped: nothing can be delivered
+
+	// trace, when not nil, is told of each part's file opening and
+	// closing, in order, on the part's goroutine (tests only).
+	trace func(event string, p Path)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -243,7 +254,7 @@ func (s *System) MailboxLen(path string) int {
 	if !ok {
 		return 0
 	}
-	return int(v.(*part).queued.Load())
+	return int(v.(*part).gauges.queued.Load())
 }
 
 // Children returns the names (last segments) of the children of the part at

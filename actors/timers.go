@@ -4,33 +4,31 @@ import (
 	"fmt"
 )
 
-func (p *part) timerCount() int {
-	p.tmu.Lock()
-	defer p.tmu.Unlock()
-	return len(p.timers)
+// timers are a part's waiting Context.After timers, owned by the part's
+// goroutine. A timer's own goroutine only posts the message to the part;
+// the part takes it only if the timer is still pending (not cancelled by a
+// restart meanwhile).
+type timers struct {
+	pending map[uint64]Timer // at most MaxTimers
+	seq     uint64
 }
 
-// startTimer arms the timer env carries, once its handler committed.
+func (p *part) timerCount() int { return len(p.timers.pending) }
+
+// startTimer arms the timer env carries, once its handler's batch is
+// durable.
 func (p *part) startTimer(env *envelope) {
-	p.tmu.Lock()
-	defer p.tmu.Unlock()
-	if p.timersOff || len(p.timers) >= MaxTimers {
+	t := &p.timers
+	if p.state >= stopping || len(t.pending) >= MaxTimers {
 		return // the part stopped meanwhile, or raced past the bound
 	}
-	if p.timers == nil {
-		p.timers = make(map[uint64]Timer)
+	if t.pending == nil {
+		t.pending = make(map[uint64]Timer)
 	}
-	p.timerSeq++
-	id := p.timerSeq
-	p.timers[id] = p.sys.clock.AfterFunc(env.delay, func() {
-		p.tmu.Lock()
-		_, live := p.timers[id]
-		delete(p.timers, id)
-		p.tmu.Unlock()
-		if !live {
-			return
-		}
-		fired := &envelope{to: env.to, from: env.from, msg: env.msg, ctx: env.ctx}
+	t.seq++
+	id := t.seq
+	t.pending[id] = p.sys.clock.AfterFunc(env.delay, func() {
+		fired := &envelope{to: env.to, from: env.from, msg: env.msg, ctx: env.ctx, timerID: id}
 		p.sys.inflight.add()
 		if !p.post(fired) {
 			p.sys.finish(fired, nil, fmt.Errorf("%w: %s: timer fired after it stopped", ErrNotActive, p.path))
@@ -38,16 +36,20 @@ func (p *part) startTimer(env *envelope) {
 	})
 }
 
-// stopTimers cancels p's waiting timers; once p has stopped (final), no
-// new one starts.
-func (p *part) stopTimers(final bool) {
-	p.tmu.Lock()
-	defer p.tmu.Unlock()
-	for id, t := range p.timers {
-		t.Stop()
-		delete(p.timers, id)
+// timerFired reports whether env, a fired timer's message, is still
+// wanted: its timer is pending in this incarnation. It forgets the timer.
+func (p *part) timerFired(env *envelope) bool {
+	if _, live := p.timers.pending[env.timerID]; !live {
+		return false
 	}
-	if final {
-		p.timersOff = true
+	delete(p.timers.pending, env.timerID)
+	return true
+}
+
+// stopTimers cancels p's waiting timers (p restarts or stops).
+func (p *part) stopTimers() {
+	for id, t := range p.timers.pending {
+		t.Stop()
+		delete(p.timers.pending, id)
 	}
 }

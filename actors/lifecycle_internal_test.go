@@ -1,0 +1,283 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fractalrt/fractal/persistence"
+	"github.com/fractalrt/fractal/supervisor"
+)
+
+// Messages of the lifecycle tests.
+type (
+	lcAdd   struct{}
+	lcRead  struct{}
+	lcPanic struct{}
+	lcExit  struct{}
+)
+
+// events records the opening and closing of part files, in order.
+type events struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (e *events) add(event string, p Path) {
+	e.mu.Lock()
+	e.log = append(e.log, event+" "+p.Name())
+	e.mu.Unlock()
+}
+
+// since returns the events recorded after the first n.
+func (e *events) since(n int) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.log[n:])
+}
+
+func (e *events) len() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.log)
+}
+
+// waitEvents waits until the events after the first n are want (in
+// order), failing when they go elsewhere or take longer than a minute.
+func (e *events) wait(t *testing.T, n int, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := e.since(n)
+		if len(got) > len(want) || !slices.Equal(got, want[:len(got)]) {
+			t.Fatalf("events %v, want %v", got, want)
+		}
+		if len(got) == len(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events %v after a minute, want %v", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func lcHandler(c *Context, msg any) (any, error) {
+	var n int
+	switch msg.(type) {
+	case lcAdd:
+		err := c.QueryRow(`UPDATE counter SET n = n + 1 RETURNING n`).Scan(&n)
+		return n, err
+	case lcRead:
+		err := c.QueryRow(`SELECT n FROM counter`).Scan(&n)
+		return n, err
+	case lcPanic:
+		panic("lcPanic")
+	case lcExit:
+		c.Stop()
+		return "bye", nil
+	}
+	return nil, fmt.Errorf("%w: %T", ErrUnknownMessage, msg)
+}
+
+// lifecycleSystem opens a system whose parent "g" supervises its children
+// "g/*" with spec; the children have restart type rt.
+func lifecycleSystem(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType) (*System, *events) {
+	t.Helper()
+	migrations := []persistence.Migration{{SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`}}
+	ev := &events{}
+	s, err := Open(context.Background(), t.TempDir(), Options{Durability: ProcessCrash, Kinds: []Kind{
+		{Name: "group", Pattern: "g", Handler: HandlerFunc(lcHandler), Migrations: migrations, Supervision: spec},
+		{Name: "member", Pattern: "g/*", Handler: HandlerFunc(lcHandler), Migrations: migrations, Restart: rt},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.trace = ev.add // before any part runs
+	t.Cleanup(func() {
+		if err := s.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, ev
+}
+
+func mustRequest(t *testing.T, s *System, path string, msg any) any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := s.Request(ctx, path, msg)
+	if err != nil {
+		t.Fatalf("%s %T: %v", path, msg, err)
+	}
+	return v
+}
+
+// TestGroupRestartOrder: a failure in a one_for_all or rest_for_one group
+// stops the group's children one after the other in reverse start order
+// (the failed one first: it is gone already), each stop complete (its file
+// closed) before the next begins, then starts them one after the other in
+// start order, each activation complete before the next. 20 runs each.
+func TestGroupRestartOrder(t *testing.T) {
+	for _, tc := range []struct {
+		strategy supervisor.Strategy
+		want     []string // after g/b fails, with g/a, g/b, g/c started in that order
+	}{
+		{supervisor.OneForAll, []string{"close b", "close c", "close a", "open a", "open b", "open c"}},
+		{supervisor.RestForOne, []string{"close b", "close c", "open b", "open c"}},
+	} {
+		t.Run(tc.strategy.String(), func(t *testing.T) {
+			for run := range 20 {
+				spec := supervisor.Spec{Strategy: tc.strategy, Intensity: 100, Period: time.Minute}
+				s, ev := lifecycleSystem(t, spec, supervisor.Permanent)
+				for _, c := range []string{"g", "g/a", "g/b", "g/c"} {
+					mustRequest(t, s, c, lcAdd{})
+				}
+				n := ev.len()
+				if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, ErrPanic) {
+					t.Fatalf("run %d: panic answered %v", run, err)
+				}
+				ev.wait(t, n, tc.want...)
+				// Every member serves again, from its file.
+				for _, c := range []string{"g/a", "g/b", "g/c"} {
+					if v := mustRequest(t, s, c, lcAdd{}); v != 2 {
+						t.Fatalf("run %d: %s counts %v after the restart, want 2", run, c, v)
+					}
+				}
+				if got := ev.since(n); len(got) != len(tc.want) {
+					t.Fatalf("run %d: events %v after serving again, want only %v", run, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestGroupRestartHoldsMessages: messages sent to the group's members while
+// the restart runs (one_for_all, with a backoff delay so that they arrive
+// between the stops and the starts) are handled by the new incarnations,
+// each once.
+func TestGroupRestartHoldsMessages(t *testing.T) {
+	spec := supervisor.Spec{Strategy: supervisor.OneForAll, Intensity: 100, Period: time.Minute,
+		Backoff: supervisor.Backoff{Initial: 100 * time.Millisecond, Max: 100 * time.Millisecond, Multiplier: 1}}
+	s, ev := lifecycleSystem(t, spec, supervisor.Permanent)
+	for _, c := range []string{"g", "g/a", "g/b", "g/c"} {
+		mustRequest(t, s, c, lcAdd{})
+	}
+	n := ev.len()
+	if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, ErrPanic) {
+		t.Fatalf("panic answered %v", err)
+	}
+	ev.wait(t, n, "close b", "close c", "close a")
+	for _, c := range []string{"g/a", "g/b", "g/c"} {
+		if err := s.Send(c, lcAdd{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev.wait(t, n, "close b", "close c", "close a", "open a", "open b", "open c")
+	for _, c := range []string{"g/a", "g/b", "g/c"} {
+		if v := mustRequest(t, s, c, lcRead{}); v != 2 {
+			t.Fatalf("%s counts %v, want 2: the message sent during the restart handled once", c, v)
+		}
+	}
+}
+
+// TestNormalExit: Context.Stop ends a part after its message commits. A
+// transient or temporary part is not restarted (its file closes and stays
+// closed) and its next message activates it again; a permanent one is
+// restarted at once. Messages that arrive meanwhile are not lost.
+func TestNormalExit(t *testing.T) {
+	for _, tc := range []struct {
+		rt   supervisor.RestartType
+		want []string
+	}{
+		{supervisor.Transient, []string{"close a"}},
+		{supervisor.Temporary, []string{"close a"}},
+		{supervisor.Permanent, []string{"close a", "open a"}},
+	} {
+		t.Run(tc.rt.String(), func(t *testing.T) {
+			s, ev := lifecycleSystem(t, supervisor.Spec{}, tc.rt)
+			mustRequest(t, s, "g/a", lcAdd{})
+			n := ev.len()
+			if v := mustRequest(t, s, "g/a", lcExit{}); v != "bye" {
+				t.Fatalf("exit answered %v", v)
+			}
+			ev.wait(t, n, tc.want...)
+			if tc.rt != supervisor.Permanent {
+				waitFor(t, func() bool { return !s.Active("g/a") }, "g/a inactive after its normal exit")
+				if got := ev.since(n); strings.Join(got, ",") != "close a" {
+					t.Fatalf("events %v: a %s part was started again after a normal exit", got, tc.rt)
+				}
+			}
+			// Its state is whole, and its next message is served.
+			if v := mustRequest(t, s, "g/a", lcAdd{}); v != 2 {
+				t.Fatalf("g/a counts %v after its exit, want 2", v)
+			}
+			if s.Stats().Restarts != map[bool]uint64{true: 1, false: 0}[tc.rt == supervisor.Permanent] {
+				t.Fatalf("%d restarts counted", s.Stats().Restarts)
+			}
+		})
+	}
+}
+
+// TestNormalExitKeepsLaterMessages: messages queued behind the one that
+// stops the part are handled once, by its next incarnation.
+func TestNormalExitKeepsLaterMessages(t *testing.T) {
+	s, _ := lifecycleSystem(t, supervisor.Spec{}, supervisor.Transient)
+	mustRequest(t, s, "g/a", lcAdd{})
+	ctx := context.Background()
+	errs := make(chan error, 21)
+	go func() {
+		_, err := s.Request(ctx, "g/a", lcExit{})
+		errs <- err
+	}()
+	for range 20 {
+		go func() {
+			_, err := s.Request(ctx, "g/a", lcAdd{})
+			errs <- err
+		}()
+	}
+	for range 21 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := mustRequest(t, s, "g/a", lcRead{}); v != 21 {
+		t.Fatalf("g/a counts %v, want 21: each message once", v)
+	}
+}
+
+// TestTemporaryFailureNotRestarted: a temporary part that fails is stopped,
+// not restarted, and activated again by its next message.
+func TestTemporaryFailureNotRestarted(t *testing.T) {
+	s, ev := lifecycleSystem(t, supervisor.Spec{Strategy: supervisor.OneForOne, Intensity: 100, Period: time.Minute}, supervisor.Temporary)
+	mustRequest(t, s, "g/a", lcAdd{})
+	n := ev.len()
+	if _, err := s.Request(context.Background(), "g/a", lcPanic{}); !errors.Is(err, ErrPanic) {
+		t.Fatalf("panic answered %v", err)
+	}
+	ev.wait(t, n, "close a")
+	waitFor(t, func() bool { return !s.Active("g/a") }, "g/a inactive after its failure")
+	if got := ev.since(n); len(got) != 1 || s.Stats().Restarts != 0 {
+		t.Fatalf("events %v, %d restarts: a temporary part was restarted", got, s.Stats().Restarts)
+	}
+	if v := mustRequest(t, s, "g/a", lcAdd{}); v != 2 {
+		t.Fatalf("g/a counts %v, want 2", v)
+	}
+}
+
+// waitFor waits until cond holds, failing after a minute.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
