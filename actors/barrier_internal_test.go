@@ -116,24 +116,6 @@ func request(s *System, path string, msg any) chan result {
 	return ch
 }
 
-// waitUntil calls cond every millisecond until it returns true, failing
-// the test if it has not within 10 s: actortest.Eventually for this test of
-// the package's insides, which cannot import actortest.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("%s: not within 10 s", what)
-		}
-	}
-}
-
 func notYet(t *testing.T, ch chan result, what string) {
 	t.Helper()
 	select {
@@ -185,13 +167,13 @@ func TestNoReplyBeforeTheBarrierSync(t *testing.T) {
 	if res := <-tl; res.err != nil {
 		t.Fatalf("sender reply: %v", res.err)
 	}
-	waitUntil(t, "the held message arrives", func() bool {
+	waitFor(t, func() bool {
 		v, err := s.Request(context.Background(), "c/x", read{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return v == 1
-	})
+	}, "the held message")
 }
 
 // A message that writes nothing causes no sync when nothing of its part
@@ -239,7 +221,7 @@ func TestReopenWaitsOnlyForWhatIsNotSynced(t *testing.T) {
 		if err := s.Restart(ctx, "c"); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "c/x stops with its parent", func() bool { return !s.Active("c/x") })
+		waitFor(t, func() bool { return !s.Active("c/x") }, "c/x to stop with its parent")
 	}
 	restartParent() // c/x stops with its commit synced
 	g.close(t, s)
