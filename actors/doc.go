@@ -236,6 +236,23 @@
 // opening any part. Delivery is at least once: a failing handler's alarm is
 // retried with exponential backoff.
 //
+// # Time
+//
+// The runtime reads the time and arms its timers through the System's Clock
+// (Options.Clock, the wall clock by default): batch bounds
+// (Options.MaxBatchDelay), Context.After, alarms and their retries, the
+// retries and ages of durable messages, restart backoff, idle timeouts and
+// the passivator's ticks, the pause between two passes it makes for
+// Options.MaxActiveParts, the retry of an activation that found no file
+// descriptor, and the times it records in part files. With a fake clock
+// every one of those delays lasts until the test advances the clock.
+//
+// A handler reads that clock with Context.Now, for example to set an alarm,
+// so that a test with a fake clock (actortest.Clock) controls it too.
+// Metrics durations stay on the wall clock, as do request deadlines, which
+// are the caller's context's, and Delivery.Timeout, a context deadline on
+// each delivery attempt.
+//
 // # Bounds
 //
 // Every queue is bounded: a part's mailbox holds at most Options.MaxMailbox
@@ -314,5 +331,7 @@
 // # Testing
 //
 // Package actortest runs kinds against a temporary data directory and checks
-// every file's integrity when the test ends.
+// every file's integrity when the test ends. Its Clock is a fake Clock that
+// a test advances instead of sleeping, and its condition waits (Eventually,
+// CheckFor, WaitDelivered) replace polling loops.
 package actors

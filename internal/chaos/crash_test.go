@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -604,9 +605,8 @@ func drainAlarms(t *testing.T, dir string, wait time.Duration) (bool, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(wait)
 	empty, delivered := false, false
-	for {
+	actortest.Poll(wait, 100*time.Millisecond, func() bool {
 		var n int
 		err := readOnly(ctx, filepath.Join(dir, "_fractal_alarms.db"), func(tx *persistence.Tx) error {
 			return tx.QueryRow(`SELECT count(*) FROM alarms WHERE name NOT LIKE '\_fractal.%' ESCAPE '\'`).Scan(&n)
@@ -626,11 +626,8 @@ func drainAlarms(t *testing.T, dir string, wait time.Duration) (bool, bool) {
 			}
 			delivered = left == 0
 		}
-		if (empty && delivered) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return empty && delivered
+	})
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := sys.Close(cctx); err != nil {
