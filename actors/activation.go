@@ -97,10 +97,12 @@ func (p *part) create() error {
 	db, err := persistence.Open(context.Background(), p.path.File(p.sys.dir), &persistence.Options{
 		Sync:       p.sys.opts.Durability.syncMode(),
 		Migrations: p.kind.Migrations,
+		Layer:      runtimeLayer(p.wantedComponents()),
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrActivation, p.path, err)
 	}
+	p.schema = components(db)
 	h, err := p.newHandler()
 	if err != nil {
 		db.Close()
@@ -125,6 +127,10 @@ func (p *part) create() error {
 			}()
 			err = act.Activate(c)
 			out = c.out
+			if err == nil && p.schema != compKnown {
+				// Activate may have installed some (see install).
+				_, p.schema, err = p.txComponents(tx)
+			}
 			return err
 		})
 		if err != nil {
@@ -135,19 +141,15 @@ func (p *part) create() error {
 	}
 	p.db, p.handler = db, h
 	p.ob.reset() // a restarted part's outbox state was stopped with it
-	tables, err := p.runtimeTables()
-	if err != nil {
-		p.logger().Error("reading the runtime's tables", "err", err)
-	}
-	if tables[alarmsTable] {
+	if p.schema&compAlarms != 0 {
 		p.registerAlarms()
 	}
-	if tables[outboxTable] || tables[inboxTable] {
-		if err := p.activateOutbox(tables[outboxTable]); err != nil {
+	if p.schema&(compOutbox|compInbox) != 0 {
+		if err := p.activateOutbox(p.schema&compOutbox != 0); err != nil {
 			p.logger().Error("durable messages", "err", err) // the alarm index wakes it again
 		}
 	}
-	if tables[deletedTable] {
+	if p.schema&compDeleted != 0 {
 		p.sys.finishDeletes(db, p.path)
 	}
 	if len(out) > 0 || (p.sys.barrier != nil && (wrote || p.sync.unsynced > 0 || p.sync.parentUnsynced || p.sys.stoppedUnsynced(p.path))) {
@@ -252,19 +254,4 @@ func queryStrings(tx *persistence.Tx, query string, args ...any) ([]string, erro
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-// runtimeTables reports which of the runtime's lazily created tables p's
-// file has, in one query: most parts have none, and then activation reads
-// nothing more.
-func (p *part) runtimeTables() (map[string]bool, error) {
-	tables := map[string]bool{}
-	err := p.db.View(context.Background(), func(tx *persistence.Tx) error {
-		names, err := queryStrings(tx, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?, ?, ?)`, alarmsTable, outboxTable, inboxTable, deletedTable)
-		for _, n := range names {
-			tables[n] = true
-		}
-		return err
-	})
-	return tables, err
 }

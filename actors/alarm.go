@@ -293,8 +293,7 @@ func (c *Context) setAlarm(name string, at time.Time) error {
 	if err := c.part.sys.alarms.note(c.part.path, name, at); err != nil {
 		return err
 	}
-	if _, err := c.tx.ExecContext(context.Background(), `CREATE TABLE IF NOT EXISTS `+alarmsTable+
-		` (name TEXT PRIMARY KEY, due INTEGER NOT NULL, attempt INTEGER NOT NULL) WITHOUT ROWID`); err != nil {
+	if err := c.part.install(c.tx, compAlarms); err != nil {
 		return err
 	}
 	_, err := c.tx.ExecContext(context.Background(), `INSERT INTO `+alarmsTable+` (name, due, attempt) VALUES (?, ?, 0)
@@ -319,7 +318,7 @@ func (c *Context) CancelAlarm(name string) error {
 // readAlarm returns the due time and attempts of alarm name in p's file,
 // or a zero time when it is not set.
 func (p *part) readAlarm(tx *persistence.Tx, name string) (time.Time, int, error) {
-	if ok, err := hasTable(tx, alarmsTable); err != nil || !ok {
+	if ok, err := p.has(tx, compAlarms); err != nil || !ok {
 		return time.Time{}, 0, err
 	}
 	var due int64
@@ -350,14 +349,6 @@ func (p *part) alarmAfterDelivery(tx *persistence.Tx, a Alarm, failed bool) (tim
 	}
 	due, _, err := p.readAlarm(tx, a.Name) // set again by the handler?
 	return due, err
-}
-
-// hasTable reports whether the runtime's table name exists in tx's file
-// (the runtime creates its tables on first use).
-func hasTable(tx *persistence.Tx, name string) (bool, error) {
-	var n int
-	err := tx.QueryRowContext(context.Background(), `SELECT count(*) FROM sqlite_schema WHERE name = ?`, name).Scan(&n)
-	return n > 0, err
 }
 
 // settleAlarm brings the index entry of p's alarm name to what p's file

@@ -40,9 +40,9 @@ func alarmKinds(idle time.Duration) []actors.Kind {
 	h := actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
 		switch m := msg.(type) {
 		case setAlarm:
-			return nil, c.SetAlarm(m.name, time.Now().Add(m.in))
+			return nil, c.SetAlarm(m.name, c.Now().Add(m.in))
 		case setThenFail:
-			if err := c.SetAlarm(m.name, time.Now().Add(m.in)); err != nil {
+			if err := c.SetAlarm(m.name, c.Now().Add(m.in)); err != nil {
 				return nil, err
 			}
 			return nil, errTest
@@ -92,12 +92,30 @@ func indexEntries(t *testing.T, h *actortest.Harness) int64 {
 	return n
 }
 
+// alarmsLeft counts the alarms set in the file of the part at path.
+func alarmsLeft(t *testing.T, h *actortest.Harness, path string) int64 {
+	t.Helper()
+	return h.QueryInt(path, `SELECT count(*) FROM _fractal_alarms`)
+}
+
 func TestAlarmFiresOnceAndIsCleared(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1), Clock: clk})
 	h.MustRequest("al/a", setAlarm{"ping", 30 * time.Millisecond})
+	clk.WaitTimer(t, 30*time.Millisecond) // the alarm waker, for ping
+	clk.Advance(30*time.Millisecond - time.Nanosecond)
+	if got := fired(t, h, "al/a"); got != "[]" {
+		t.Fatalf("deliveries %s before the alarm was due", got)
+	}
+	clk.Advance(time.Nanosecond)
 	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[ping@0]" })
 	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 0 })
-	time.Sleep(100 * time.Millisecond)
+	// Nothing is left to fire, in the part or the index, past the lease
+	// of a wake.
+	if n := alarmsLeft(t, h, "al/a"); n != 0 {
+		t.Fatalf("%d alarms left in al/a after the delivery", n)
+	}
+	clk.Advance(time.Minute)
 	if got := fired(t, h, "al/a"); got != "[ping@0]" {
 		t.Fatalf("deliveries %s, want one", got)
 	}
@@ -106,32 +124,39 @@ func TestAlarmFiresOnceAndIsCleared(t *testing.T) {
 // An alarm wakes its part from passivation, and survives a restart of the
 // whole system.
 func TestAlarmSurvivesPassivationAndRestart(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: alarmKinds(10 * time.Millisecond)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(10 * time.Millisecond), Clock: clk})
 	h.MustRequest("al/a", setAlarm{"later", 250 * time.Millisecond})
 	h.MustRequest("al/b", setAlarm{"sleepy", 150 * time.Millisecond})
+	clk.WaitTimer(t, 10*time.Millisecond) // the passivator's first tick
+	clk.Advance(10 * time.Millisecond)
 	actortest.Eventually(t, func() bool { return !h.System().Active("al/b") })
+	if got := fired(t, h, "al/b"); got != "[]" {
+		t.Fatalf("al/b delivered %s before its alarm was due", got)
+	}
 	h.Reopen()
-	actortest.Eventually(t, func() bool {
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool {
 		return fired(t, h, "al/a") == "[later@0]" && fired(t, h, "al/b") == "[sleepy@0]"
 	})
 }
 
 // A failing delivery is retried with backoff until it succeeds.
 func TestAlarmRetriedUntilItSucceeds(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1), Clock: clk})
 	h.MustRequest("al/a", setAlarm{"fail-twice", time.Millisecond})
-	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[fail-twice@2]" })
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return fired(t, h, "al/a") == "[fail-twice@2]" })
 	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 0 })
 }
 
 // Cancelled, rolled back or moved later: no delivery, and the index cleans
 // itself up.
 func TestAlarmCancelRollbackReschedule(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1)})
-	// Due times leave room for a slow machine: each request's reply waits
-	// for a sync, and a cancel that arrived after its alarm was due would
-	// rightly be too late.
-	const soon = 1500 * time.Millisecond
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1), Clock: clk})
+	// The clock stands still between these requests, however slow the
+	// machine: a cancel never arrives after its alarm was due.
+	const soon = 100 * time.Millisecond
 	h.MustRequest("al/a", setAlarm{"cancelled", soon})
 	h.MustRequest("al/a", cancelAlarm{"cancelled"})
 	if _, err := h.Request("al/a", setThenFail{"rolledback", soon}); !errors.Is(err, errTest) {
@@ -141,11 +166,10 @@ func TestAlarmCancelRollbackReschedule(t *testing.T) {
 	h.MustRequest("al/a", setAlarm{"moved", time.Hour})
 	h.MustRequest("al/a", setAlarm{"sooner", time.Hour})
 	h.MustRequest("al/a", setAlarm{"sooner", 60 * time.Millisecond})
-	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[sooner@0]" })
-	// Stale entries were woken, found nothing due and were settled: only
-	// "moved" remains, an hour away.
-	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 1 })
-	time.Sleep(50 * time.Millisecond)
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return fired(t, h, "al/a") == "[sooner@0]" })
+	// Past soon, stale entries are woken, find nothing due and are
+	// settled: only "moved" remains, an hour away.
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return indexEntries(t, h) == 1 })
 	if got := fired(t, h, "al/a"); got != "[sooner@0]" {
 		t.Fatalf("deliveries %s", got)
 	}
@@ -155,22 +179,24 @@ func TestAlarmCancelRollbackReschedule(t *testing.T) {
 // a backup) heals when the part is next activated.
 func TestAlarmIndexHealsOnActivation(t *testing.T) {
 	dir := t.TempDir()
-	h := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1), Clock: clk})
 	h.MustRequest("al/a", setAlarm{"kept", 300 * time.Millisecond})
 	h.Close()
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(filepath.Join(dir, "_fractal_alarms.db"+suffix))
 	}
-	h2 := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
+	h2 := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1), Clock: clk})
 	h2.MustRequest("al/a", get{}) // activation registers the alarm again
-	actortest.Eventually(t, func() bool { return fired(t, h2, "al/a") == "[kept@0]" })
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return fired(t, h2, "al/a") == "[kept@0]" })
 }
 
 func TestAlarmMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1), Registerer: reg})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: alarmKinds(-1), Registerer: reg, Clock: clk})
 	h.MustRequest("al/a", setAlarm{"fail-once-then-twice", time.Millisecond})
-	actortest.Eventually(t, func() bool { return fired(t, h, "al/a") == "[fail-once-then-twice@2]" })
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return fired(t, h, "al/a") == "[fail-once-then-twice@2]" })
 	actortest.Eventually(t, func() bool {
 		mfs, err := reg.Gather()
 		if err != nil {
@@ -222,12 +248,13 @@ func (e *elsewhere) Request(ctx context.Context, p actors.Path, msg any) (any, e
 // index learns the part's alarms when the wake activates it).
 func TestAlarmOfAMovedPartWakesItsNewNode(t *testing.T) {
 	dir := t.TempDir()
-	h := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1), Clock: clk})
 	h.MustRequest("al/a", setAlarm{"later", 300 * time.Millisecond})
 	h.Close()
 	far := &elsewhere{path: "al/a"}
-	h = actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1), Remote: far})
-	actortest.Eventually(t, func() bool { return indexEntries(t, h) == 0 })
+	h = actortest.Open(t, dir, actors.Options{Kinds: alarmKinds(-1), Remote: far, Clock: clk})
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return indexEntries(t, h) == 0 })
 	far.mu.Lock()
 	defer far.mu.Unlock()
 	if len(far.got) != 1 || far.got[0] != `fractal.wake {"Name":"later"}` {

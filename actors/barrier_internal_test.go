@@ -167,20 +167,13 @@ func TestNoReplyBeforeTheBarrierSync(t *testing.T) {
 	if res := <-tl; res.err != nil {
 		t.Fatalf("sender reply: %v", res.err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, func() bool {
 		v, err := s.Request(context.Background(), "c/x", read{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the held message never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return v == 1
+	}, "the held message")
 }
 
 // A message that writes nothing causes no sync when nothing of its part
@@ -228,9 +221,7 @@ func TestReopenWaitsOnlyForWhatIsNotSynced(t *testing.T) {
 		if err := s.Restart(ctx, "c"); err != nil {
 			t.Fatal(err)
 		}
-		for s.Active("c/x") {
-			time.Sleep(time.Millisecond)
-		}
+		waitFor(t, func() bool { return !s.Active("c/x") }, "c/x to stop with its parent")
 	}
 	restartParent() // c/x stops with its commit synced
 	g.close(t, s)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -35,7 +36,6 @@ type batch struct {
 	sends   [][]outRow // durable deliveries (rows of one lane each, which they hold), sent once it is durable
 	settled []string   // lanes p holds whose attempt's outcome this batch recorded (see outbox.failed)
 	fresh   []outRow   // durable messages it stored: sent once it is durable, when their lanes are free
-	part    *part
 
 	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
 	runtime            int   // of n, the runtime's own messages (see holdRuntime)

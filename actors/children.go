@@ -93,29 +93,17 @@ func (p *part) recordChild(seg string) (created bool) {
 	// record writes seg in tx unless it is there already; it reports
 	// whether it wrote, and sets created when the child's file was created
 	// before.
+	// (The tables are there: a part that has children gets them at
+	// activation, see wantedComponents.)
 	record := func(tx *persistence.Tx) (bool, error) {
-		ok, err := hasTable(tx, createdTable)
-		if err != nil {
+		if err := tx.QueryRow(`SELECT count(*) > 0 FROM `+createdTable+` WHERE name = ?`, seg).Scan(&created); err != nil {
 			return false, err
 		}
-		if ok {
-			if err := tx.QueryRow(`SELECT count(*) > 0 FROM `+createdTable+` WHERE name = ?`, seg).Scan(&created); err != nil {
-				return false, err
-			}
-		}
-		if ok, err = hasTable(tx, childrenTable); err != nil {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM `+childrenTable+` WHERE name = ?`, seg).Scan(&n); err != nil || n > 0 {
 			return false, err
 		}
-		if ok {
-			var n int
-			if err := tx.QueryRow(`SELECT count(*) FROM `+childrenTable+` WHERE name = ?`, seg).Scan(&n); err != nil || n > 0 {
-				return false, err
-			}
-		}
-		if _, err := tx.Exec(`CREATE TABLE IF NOT EXISTS ` + childrenTable + ` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
-			return false, err
-		}
-		_, err = tx.Exec(`INSERT OR IGNORE INTO `+childrenTable+` (name) VALUES (?)`, seg)
+		_, err := tx.Exec(`INSERT OR IGNORE INTO `+childrenTable+` (name) VALUES (?)`, seg)
 		return err == nil, err
 	}
 	if b := p.batch; b != nil && !b.rolledBack {
@@ -160,11 +148,7 @@ type childCreated struct{ seg string }
 
 // childCreatedTx notes seg in createdTable, in b's transaction.
 func (p *part) childCreatedTx(b *batch, seg string) error {
-	bg := context.Background()
-	if _, err := b.tx.ExecContext(bg, `CREATE TABLE IF NOT EXISTS `+createdTable+` (name TEXT PRIMARY KEY) WITHOUT ROWID`); err != nil {
-		return err
-	}
-	_, err := b.tx.ExecContext(bg, `INSERT OR IGNORE INTO `+createdTable+` (name) VALUES (?)`, seg)
+	_, err := b.tx.ExecContext(context.Background(), `INSERT OR IGNORE INTO `+createdTable+` (name) VALUES (?)`, seg)
 	return err
 }
 
@@ -181,13 +165,16 @@ func (p *part) childrenDB() (*persistence.DB, error) {
 		return p.db, nil
 	}
 	db, err := persistence.Open(context.Background(), filepath.Join(p.sys.dir, rootFileName), &persistence.Options{
-		Sync: p.sys.opts.Durability.syncMode(),
+		Sync:  p.sys.opts.Durability.syncMode(),
+		Layer: runtimeLayer(p.wantedComponents()),
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.db = db
-	p.sys.finishDeletes(db, Path{})
+	p.db, p.schema = db, components(db)
+	if p.schema&compDeleted != 0 {
+		p.sys.finishDeletes(db, Path{})
+	}
 	return db, nil
 }
 

@@ -8,9 +8,11 @@ import "time"
 // test can drive them with a fake clock (actortest.Clock) instead of
 // sleeping.
 //
-// A Clock must be safe for concurrent use. AfterFunc's f runs on a
-// goroutine of the Clock's own and must not block for long: the runtime's
-// callbacks only post a message to a part or signal a channel.
+// A Clock must be safe for concurrent use. AfterFunc's f runs on another
+// goroutine than AfterFunc's caller (the wall clock: one of its own;
+// actortest.Clock: the goroutine that advances it) and must not block for
+// long: the runtime's callbacks only post a message to a part or signal a
+// channel.
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time
@@ -34,6 +36,12 @@ type realClock struct{}
 func (realClock) Now() time.Time { return time.Now() }
 
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Now returns the time on the System's Clock (Options.Clock). A handler
+// that works out a due time, for SetAlarm or for its own records, reads it
+// here rather than from time.Now, so that a test driving a fake clock
+// controls it.
+func (c *Context) Now() time.Time { return c.part.sys.clock.Now() }
 
 // since returns the time elapsed on s's clock since t.
 func (s *System) since(t time.Time) time.Duration { return s.clock.Now().Sub(t) }

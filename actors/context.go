@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/fractalrt/fractal/persistence"
@@ -26,12 +27,24 @@ type Context struct {
 	rows     []*sql.Rows // opened by Query, closed by end
 	done     bool
 	exit     bool // Stop was called
+
+	callOnce sync.Once       // makes callCtx (see callContext)
+	call     *callLink       // c's part on its request's call path, once asked for
+	callCtx  context.Context // what Context returns
 }
 
 // Context returns the context of the request being handled: its deadline
 // and cancellation are the caller's. Statements run through c are
 // interrupted when it is done.
-func (c *Context) Context() context.Context { return c.ctx }
+//
+// It also carries the call path: the parts whose handlers wait along it,
+// this one last. Pass it to System.Request (and Scatter, Restart, Drain,
+// DeadLetters...) from a handler: a request that would wait on a part
+// already waiting along its path (this part itself, or a part that called
+// it) then fails at once with ErrCallCycle instead of waiting out its
+// deadline. A request made with another context (context.Background())
+// is not checked.
+func (c *Context) Context() context.Context { return c.callContext() }
 
 // Path returns the path of the part handling the message.
 func (c *Context) Path() Path { return c.part.path }
@@ -93,6 +106,7 @@ func (c *Context) QueryRow(query string, args ...any) *persistence.Row {
 // end closes what the handler left open; the Context is unusable after.
 func (c *Context) end() {
 	c.done = true
+	c.endCall()
 	for _, r := range c.rows {
 		_ = r.Close()
 	}

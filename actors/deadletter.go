@@ -76,17 +76,19 @@ func (s *System) Undelivered(ctx context.Context, path string) (int, error) {
 }
 
 func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
+	ok, err := p.has(b.tx, compOutbox) // outboxTable and deadTable
+	if err != nil {
+		return nil, err
+	}
 	if m.op == "undelivered" {
 		var n int
-		if ok, err := hasTable(b.tx, outboxTable); err != nil || !ok {
-			return 0, err
+		if !ok {
+			return 0, nil
 		}
 		err := b.tx.QueryRowContext(context.Background(), `SELECT count(*) FROM `+outboxTable).Scan(&n)
 		return n, err
 	}
-	if ok, err := hasTable(b.tx, deadTable); err != nil {
-		return nil, err
-	} else if !ok {
+	if !ok {
 		if m.op == "list" {
 			return []DeadLetter{}, nil
 		}

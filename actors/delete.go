@@ -153,9 +153,13 @@ const maxProbeDelay = 250 * time.Millisecond
 // succeeds. A subtree that overlaps one being drained or deleted is
 // refused with ErrDraining; the same path being deleted is waited for,
 // then deleted again. A path that Options.Remote says another node serves
-// is refused with ErrRemotePart. Delete waits for the subtree to stop:
-// call it from outside the subtree, not from one of its handlers (a part
-// deletes itself with Context.Delete).
+// is refused with ErrRemotePart.
+//
+// Delete waits for the subtree to stop and for its parent to commit: from
+// a handler, pass its Context.Context, and a deletion that would wait for
+// a part on the handler's call path (the parent, or a part of the subtree,
+// the handler's own included) fails at once with ErrCallCycle. A part
+// deletes itself with Context.Delete.
 func (s *System) Delete(ctx context.Context, path string) error {
 	p, err := s.target(path)
 	if err != nil {
@@ -163,6 +167,9 @@ func (s *System) Delete(ctx context.Context, path string) error {
 	}
 	if !s.servedHere(p) {
 		return fmt.Errorf("actors: delete: %w: %s", ErrRemotePart, p)
+	}
+	if err := checkDelete(ctx, p, true); err != nil {
+		return err
 	}
 	ctx, done, err := s.deletes.enter(ctx)
 	if err != nil {
@@ -510,7 +517,8 @@ func (s *System) onGuardian(ctx context.Context, fn func(p *part) error) error {
 // activates a new part there, with a new, empty file. Until then every
 // message to it gets ErrNoPart. Reusing a path that is not deleted does
 // nothing. A path being deleted is refused with ErrDraining, one that
-// another node serves with ErrRemotePart.
+// another node serves with ErrRemotePart; from a handler whose call path
+// holds the parent, which lifts the tombstone, with ErrCallCycle.
 //
 // A deleted path stays deleted until Reuse, however long, rather than for
 // a while: a late message (a caller's retry, a durable message redriven
@@ -524,6 +532,9 @@ func (s *System) Reuse(ctx context.Context, path string) error {
 	}
 	if !s.servedHere(p) {
 		return fmt.Errorf("actors: reuse: %w: %s", ErrRemotePart, p)
+	}
+	if err := checkDelete(ctx, p, false); err != nil {
+		return err
 	}
 	ctx, done, err := s.deletes.enter(ctx)
 	if err != nil {
@@ -551,4 +562,27 @@ func (s *System) Reuse(ctx context.Context, path string) error {
 		return nil // an ancestor is deleted
 	}
 	return err
+}
+
+// checkDelete fails a deletion (or, stops false, a reuse) of the part at
+// p, asked along ctx's call path, when a part it waits for waits along
+// that path: p's parent, which records it, or a part of the subtree, which
+// must stop.
+func checkDelete(ctx context.Context, p Path, stops bool) error {
+	op := "delete"
+	if !stops {
+		op = "reuse"
+	}
+	l := callsOf(ctx)
+	for w := l; w != nil && !w.ended.Load(); w = w.prev {
+		switch {
+		case w.path == p.Parent():
+			return &callCycleError{cycle: append(l.from(w), p), op: op,
+				why: fmt.Sprintf("%s, which records it, waits on this call", w.path)}
+		case stops && p.Contains(w.path):
+			return &callCycleError{cycle: append(l.from(w), p), op: op,
+				why: fmt.Sprintf("%s, which must stop, waits on this call", w.path)}
+		}
+	}
+	return nil
 }

@@ -514,3 +514,42 @@ func TestDeleteFailsWhenTheParentCannotCommit(t *testing.T) {
 		t.Fatalf("children of c: %v", got)
 	}
 }
+
+// A handler that deletes a subtree its call path waits in fails at once
+// with ErrCallCycle, instead of waiting for itself to stop.
+func TestDeleteFromHandlerInItsCallPath(t *testing.T) {
+	var sys atomic.Pointer[actors.System]
+	type deleteOther struct{ Path string }
+	h := actors.HandlerFunc(func(c *actors.Context, msg any) (any, error) {
+		if m, ok := msg.(deleteOther); ok {
+			return nil, sys.Load().Delete(c.Context(), m.Path)
+		}
+		return counterHandler(c, msg)
+	})
+	kinds := []actors.Kind{
+		{Name: "top", Pattern: "c", Migrations: counterMigrations, Handler: h},
+		{Name: "mid", Pattern: "c/*", Migrations: counterMigrations, Handler: h},
+		{Name: "leaf", Pattern: "c/*/*", Migrations: counterMigrations, Handler: h},
+	}
+	hs := actortest.New(t, actors.Options{Kinds: kinds})
+	sys.Store(hs.System())
+	hs.MustRequest("c/b", add{1})
+	for _, tc := range []struct{ from, path string }{
+		{"c/a/x", "c/a"},   // its own subtree
+		{"c/a", "c/a"},     // itself
+		{"c", "c/a"},       // its child: it records the tombstone
+		{"c/b", "c/b/y"},   // its own child
+		{"c/a/x", "c/a/x"}, // itself, a leaf
+	} {
+		_, err := hs.Request(tc.from, deleteOther{tc.path})
+		if !errors.Is(err, actors.ErrCallCycle) {
+			t.Errorf("%s deleting %s: %v, want ErrCallCycle", tc.from, tc.path, err)
+		}
+	}
+	if _, err := hs.Request("c/a/x", deleteOther{"c/b"}); err != nil {
+		t.Fatalf("c/a/x deleting c/b: %v", err)
+	}
+	if _, err := hs.Request("c/b", get{}); !errors.Is(err, actors.ErrNoPart) {
+		t.Fatalf("c/b after its deletion from a handler: %v", err)
+	}
+}

@@ -29,6 +29,36 @@
 // reversible encoding that is safe on case-insensitive file systems (see
 // EncodeSegment); names that start with '_' belong to the runtime.
 //
+// # The runtime's tables
+//
+// Beside the kind's tables, a part's file holds the runtime's, named
+// _fractal_*: the records of its children (_fractal_children,
+// _fractal_created), its durable outbox (_fractal_outbox, _fractal_lanes,
+// _fractal_dead), its inbox (_fractal_inbox, _fractal_skipped), its alarms
+// (_fractal_alarms) and its deleted children (_fractal_deleted). They have
+// a schema version of their own, apart from the kind's PRAGMA user_version:
+// it is kept in the file's PRAGMA application_id, which therefore belongs
+// to the runtime (a kind's migration that sets it does not keep it), with
+// the groups of tables the file has. The part's activation reads it with
+// the file's header and, in the kind's migration transaction, brings the
+// runtime's tables up to date; a current file costs no further read and no
+// write. A file whose runtime schema is newer than the code is refused, as
+// a file whose kind schema is newer: ErrActivation wrapping
+// persistence.ErrSchemaTooNew, the file left untouched. A file written
+// before the runtime's tables had a version (application_id 0, any of the
+// tables created on first use) is migrated at its next activation, keeping
+// its rows.
+//
+// A file gets the tables it needs, no more: a part whose kind may have
+// children (some kind is declared below it), and the data directory's root
+// file, get the records of children at activation; a leaf of a trivial kind
+// gets none (its file stays two pages, 8 KiB). The outbox, the inbox, the
+// alarms and the deleted children are created once in a file's life, with
+// the first message that needs them (its first durable send or Call, its
+// first durable delivery, its first alarm, the first deletion of a child),
+// in that message's transaction. No later message runs DDL or looks for a
+// table.
+//
 // # A message's life
 //
 // Request and Send address a part by path. An active part is reached
@@ -111,6 +141,39 @@
 // lists a level of the tree without activating anything, and System.Scatter
 // asks every part matching a pattern ("mail/*/*") with bounded concurrency,
 // streaming one result or error per part before a deadline.
+//
+// # Calls between parts
+//
+// A handler may wait on other parts with System.Request (and Scatter,
+// Restart, Drain, DeadLetters, which wait on parts too). It must pass its
+// Context.Context: that context carries the call path, the parts whose
+// handlers wait along it, the calling part last. A part handles one
+// message at a time, so a request that would wait on a part of its own path
+// could only wait out its deadline; it fails at once instead, sending
+// nothing, with an error wrapping ErrCallCycle whose text names the cycle
+// ("actors: call cycle: a -> b -> a"). The handler decides what its own
+// message does with it: returned, the error rolls the message back;
+// handled, the message commits. Refused so are:
+//
+//   - a request to the calling part itself (the error wraps ErrCallToSelf
+//     too), or to a part that called it, directly or through others;
+//   - a request for a part that is not active whose nearest active
+//     ancestor is on the path: a part's children are activated from its
+//     own mailbox, so a part requesting its own passivated child would wait
+//     for itself (an active child is reached directly; Context.Send and
+//     Context.Call reach a child whatever its state);
+//   - System.Restart of a child of a part on the path (the parent restarts
+//     it), and System.Drain of a subtree whose parent or one of whose parts
+//     is on the path.
+//
+// Across nodes the call path travels with the request (see package
+// cluster): a cycle between nodes fails at once too. The Context passed to
+// Activator.Activate carries its own part only, not the path of the
+// request that activated it. What is not seen waits for the request's
+// deadline, as an OTP call does: a request made with another context than
+// the handler's (context.Background()), and two requests that cross on
+// separate paths (a, handling one call, requests b while b, handling
+// another, requests a).
 //
 // # Durable messages
 //
@@ -212,14 +275,15 @@
 // letter, a stale link) create an empty part quietly; the tombstone costs
 // the parent one row per deleted child, where it kept one per child.
 //
-// A part's durable messages are delivered before its file goes, and so
-// are those of every part below it: Delete waits for them within its
-// context (the subtree serving its callers meanwhile; they wait only for
-// the last check, once the outboxes were found empty), and otherwise
-// returns an error wrapping ErrOutboxNotEmpty and deletes nothing. Context.Delete tries again every 30 seconds (the alarm's
-// lease) for as long as that lasts. What is in the deleted files goes
-// with them, their dead letters and inbox included: replies to the calls
-// they made become dead letters of the parts that answer.
+// A part's durable messages are delivered before its file goes, and so are
+// those of every part below it: Delete waits for them within its context
+// (the subtree serving its callers meanwhile; they wait only for the last
+// check, once the outboxes were found empty), and otherwise returns an
+// error wrapping ErrOutboxNotEmpty and deletes nothing. Context.Delete
+// tries again every 30 seconds (the alarm's lease) for as long as that
+// lasts. What is in the deleted files goes with them, their dead letters
+// and inbox included: replies to the calls they made become dead letters of
+// the parts that answer.
 //
 // A deleted child leaves its parent's supervision: it is stopped, never
 // restarted, and its parent activates it again only after Reuse.
@@ -230,6 +294,26 @@
 // node's (for a part at the placement depth, the copy of its parent there),
 // and a subtree that spans several nodes is deleted one node's part at a
 // time.
+//
+// # Time
+//
+// The runtime reads the time and arms its timers through the System's Clock
+// (Options.Clock, the wall clock by default): batch bounds
+// (Options.MaxBatchDelay), Context.After, alarms and their retries, the
+// retries and ages of durable messages, restart backoff, idle timeouts and
+// the passivator's ticks, the pause between two passes it makes for
+// Options.MaxActiveParts, the retry of an activation that found no file
+// descriptor, and the times it records in part files. With a fake clock
+// every one of those delays lasts until the test advances the clock.
+//
+// A handler reads that clock with Context.Now, for example to set an alarm,
+// so that a test with a fake clock (actortest.Clock) controls it too.
+// Metrics durations stay on the wall clock, as do request deadlines, which
+// are the caller's context's, Delivery.Timeout, a context deadline on
+// each delivery attempt (and on each attempt of a Context.Delete), and the
+// pauses of a deletion between two looks at the outboxes it waits for, or
+// at a parent that has not yet heard that its child stopped (polls, not
+// delays the runtime keeps).
 //
 // # Bounds
 //
@@ -312,5 +396,7 @@
 // # Testing
 //
 // Package actortest runs kinds against a temporary data directory and checks
-// every file's integrity when the test ends.
+// every file's integrity when the test ends. Its Clock is a fake Clock that
+// a test advances instead of sleeping, and its condition waits (Eventually,
+// CheckFor, WaitDelivered) replace polling loops.
 package actors

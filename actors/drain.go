@@ -76,7 +76,9 @@ func (s *System) holdForDrain(p Path, env *envelope) bool {
 // release must be called exactly once after a successful Drain (further
 // calls do nothing), before Close. On error nothing stays drained. A
 // subtree that overlaps one being drained or deleted is refused with
-// ErrDraining.
+// ErrDraining. From a handler, pass its Context.Context: a drain that would
+// wait for a part on the handler's call path (the subtree's parent, or a
+// part in it, the handler's own included) fails at once with ErrCallCycle.
 func (s *System) Drain(ctx context.Context, path string) (release func(), err error) {
 	p, err := s.target(path)
 	if err != nil {
@@ -84,6 +86,9 @@ func (s *System) Drain(ctx context.Context, path string) (release func(), err er
 	}
 	if s.stopped.Load() {
 		return nil, ErrClosed
+	}
+	if err := checkDrain(ctx, p); err != nil {
+		return nil, err
 	}
 	d := &s.drains
 	dr := &drain{}

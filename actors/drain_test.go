@@ -5,10 +5,12 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -24,6 +26,7 @@ func TestDrainHoldsMessagesUntilRelease(t *testing.T) {
 
 	const writers, each = 4, 50
 	var wg sync.WaitGroup
+	var answered atomic.Int64
 	errs := make(chan error, writers*each)
 	for w := range writers {
 		wg.Add(1)
@@ -37,10 +40,12 @@ func TestDrainHoldsMessagesUntilRelease(t *testing.T) {
 				if _, err := sys.Request(ctx, path, add{1}); err != nil {
 					errs <- err
 				}
+				answered.Add(1)
 			}
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
+	// Under load: the writers are under way, most of their requests to come.
+	actortest.Eventually(t, func() bool { return answered.Load() >= writers })
 	release, err := sys.Drain(ctx, "c/a")
 	if err != nil {
 		t.Fatal(err)

@@ -82,6 +82,22 @@ var (
 	// path that Options.Remote says another node serves: delete it on that
 	// node.
 	ErrRemotePart = errors.New("actors: part served by another node")
+
+	// ErrCallCycle is wrapped by the error of a System.Request (or
+	// Scatter, Restart, Drain, DeadLetters...) made from a handler with
+	// its Context.Context, that would wait on a part already waiting along
+	// the same call path: a part whose handler made the request, directly
+	// or through other parts, or that must activate or restart the target
+	// first. The request fails at once instead of waiting out its
+	// deadline, nothing is sent, and the handler decides what its own
+	// message does with the error. The error's text names the cycle
+	// ("actors: call cycle: a -> b -> a").
+	ErrCallCycle = errors.New("actors: call cycle")
+
+	// ErrCallToSelf is wrapped, with ErrCallCycle, by the error of a
+	// System.Request made from a handler, with its Context.Context, to
+	// its own part ("actors: call to self: a -> a").
+	ErrCallToSelf = errors.New("actors: call to self")
 )
 
 // PanicError is the error a caller receives when the handler of its message

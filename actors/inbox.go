@@ -116,7 +116,7 @@ func (p *part) deliverItem(env *envelope, b *batch, d *delivery, it *deliveryIte
 		if rerr != nil {
 			return rerr
 		}
-		if rerr = createInbox(b.tx); rerr != nil { // its creation went with the rollback, if it was this message's
+		if rerr = p.install(b.tx, compInbox); rerr != nil { // its installation went with the rollback, if it was this message's
 			_ = sp.Rollback()
 			return rerr
 		}
@@ -163,25 +163,11 @@ func decodeItem(d *delivery, it *deliveryItem) (any, error) {
 	return r, nil
 }
 
-func createInbox(tx *persistence.Tx) error {
-	for _, q := range []string{
-		`CREATE TABLE IF NOT EXISTS ` + inboxTable + ` (sender TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
-			seq INTEGER NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID`,
-		`CREATE TABLE IF NOT EXISTS ` + skippedTable + ` (sender TEXT NOT NULL, epoch INTEGER NOT NULL,
-			seq INTEGER NOT NULL, PRIMARY KEY (sender, epoch, seq)) WITHOUT ROWID`,
-	} {
-		if _, err := tx.ExecContext(context.Background(), q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // admitDelivery decides, from p's inbox, whether d is to be handled (true),
 // was handled already (false), or came too early (errOutOfOrder).
 func (p *part) admitDelivery(tx *persistence.Tx, d *delivery, it *deliveryItem) (bool, error) {
 	bg := context.Background()
-	if err := createInbox(tx); err != nil {
+	if err := p.install(tx, compInbox); err != nil {
 		return false, err
 	}
 	if d.Redrive {

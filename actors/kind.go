@@ -54,7 +54,10 @@ type Kind struct {
 
 	// Migrations is the ordered schema of the kind's files, applied when a
 	// part is activated (see persistence.Migration). A file whose schema is
-	// newer than the code is refused and left untouched.
+	// newer than the code is refused and left untouched. Their version is
+	// PRAGMA user_version; PRAGMA application_id is the runtime's (see "The
+	// runtime's tables" in the package documentation), and table names
+	// starting with _fractal_ are too.
 	Migrations []persistence.Migration
 
 	// Handler handles the messages of every part of this kind. It is called

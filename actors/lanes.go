@@ -266,7 +266,7 @@ func (m childCreated) runIn(p *part, env *envelope, b *batch) {
 // is durable, sends its first rows; a lane whose first row is not due yet
 // gets a retry timer instead.
 func (p *part) pump(b *batch, lane string) error {
-	if ok, err := hasTable(b.tx, outboxTable); err != nil || !ok {
+	if ok, err := p.has(b.tx, compOutbox); err != nil || !ok {
 		return err
 	}
 	var heads []outRow
@@ -340,7 +340,7 @@ func (p *part) laneRows(b *batch, h outRow) ([]outRow, error) {
 // when the outbox is empty, remove p's entry from the index.
 func (p *part) pumpOrSettle(b *batch) error {
 	var pending bool
-	if ok, err := hasTable(b.tx, outboxTable); err != nil {
+	if ok, err := p.has(b.tx, compOutbox); err != nil {
 		return err
 	} else if ok {
 		if err := b.tx.QueryRowContext(context.Background(), `SELECT EXISTS (SELECT 1 FROM `+outboxTable+`)`).Scan(&pending); err != nil {

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -19,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 )
 
 // openWithMetrics opens a system of testKinds on a fresh registry, with the
@@ -54,10 +54,7 @@ func traffic(t *testing.T, sys *actors.System) {
 		}
 	}
 	// The restart happens after the panic's reply: wait for it.
-	deadline := time.Now().Add(10 * time.Second)
-	for sys.Stats().Restarts == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	actortest.Eventually(t, func() bool { return sys.Stats().Restarts > 0 })
 }
 
 func TestMetricsCountOutcomes(t *testing.T) {

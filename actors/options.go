@@ -112,7 +112,10 @@ type Remote interface {
 	Local(p Path) bool
 
 	// Request carries msg to p's node and returns the reply of p's
-	// handler, or an error. It must return when ctx is done.
+	// handler, or an error. It must return when ctx is done. It should
+	// carry CallPath(ctx) along, for the node serving the request to
+	// make it with WithCallPath: a cycle of requests between nodes then
+	// fails at once with ErrCallCycle instead of waiting out its deadline.
 	Request(ctx context.Context, p Path, msg any) (any, error)
 }
 

@@ -88,35 +88,12 @@ func (r *outRow) lane() string {
 	return r.dest
 }
 
-func createOutbox(tx *persistence.Tx) error {
-	for _, q := range []string{
-		`CREATE TABLE IF NOT EXISTS ` + outboxTable + ` (
-			id INTEGER PRIMARY KEY AUTOINCREMENT,
-			dest TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
-			kind INTEGER NOT NULL, ref INTEGER NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
-			created INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
-			last_error TEXT NOT NULL DEFAULT '', redrive INTEGER NOT NULL DEFAULT 0)`,
-		`CREATE INDEX IF NOT EXISTS ` + outboxTable + `_dest ON ` + outboxTable + ` (dest, redrive, id)`,
-		`CREATE TABLE IF NOT EXISTS ` + lanesTable + ` (dest TEXT PRIMARY KEY, epoch INTEGER NOT NULL,
-			next INTEGER NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID`,
-		`CREATE TABLE IF NOT EXISTS ` + deadTable + ` (id INTEGER PRIMARY KEY,
-			dest TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
-			kind INTEGER NOT NULL, ref INTEGER NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL,
-			created INTEGER NOT NULL, attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died INTEGER NOT NULL)`,
-	} {
-		if _, err := tx.ExecContext(context.Background(), q); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // enqueue stores r in p's outbox in tx, in the lane of its receiver
 // (opening one if needed), and notes p in the alarm index so that the
 // message is delivered even if p or the process stops first.
 func (p *part) enqueue(tx *persistence.Tx, r outRow) (outRow, error) {
 	bg := context.Background()
-	if err := createOutbox(tx); err != nil {
+	if err := p.install(tx, compOutbox); err != nil {
 		return r, err
 	}
 	now := p.sys.clock.Now().UnixNano()
@@ -253,17 +230,15 @@ func (p *part) pruneDurable(tx *persistence.Tx) error {
 	const pruneBatch = 256
 	bg := context.Background()
 	now := p.sys.clock.Now()
-	if ok, err := hasTable(tx, lanesTable); err != nil {
-		return err
-	} else if ok {
+	if p.schema&compOutbox != 0 {
 		if _, err := tx.ExecContext(bg, `DELETE FROM `+lanesTable+` WHERE dest IN (SELECT dest FROM `+lanesTable+`
 			WHERE at < ? AND NOT EXISTS (SELECT 1 FROM `+outboxTable+` o WHERE o.dest = `+lanesTable+`.dest) LIMIT ?)`,
 			now.Add(-LaneIdle).UnixNano(), pruneBatch); err != nil {
 			return err
 		}
 	}
-	if ok, err := hasTable(tx, inboxTable); err != nil || !ok {
-		return err
+	if p.schema&compInbox == 0 {
+		return nil
 	}
 	_, err := tx.ExecContext(bg, `DELETE FROM `+inboxTable+` WHERE sender IN (SELECT sender FROM `+inboxTable+` WHERE at < ? LIMIT ?)`,
 		now.Add(-p.sys.opts.Delivery.InboxRetention).UnixNano(), pruneBatch)

@@ -122,9 +122,13 @@ func TestSendDurableDeliversOnceInOrder(t *testing.T) {
 	}
 	h.MustRequest("d/a", dSend{To: "../b", N: ns[:25]})
 	h.MustRequest("d/a", dSend{To: "d/b", N: ns[25:]})
-	actortest.Eventually(t, func() bool { return h.QueryInt("d/b", `SELECT count(*) FROM log`) == 50 })
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	// Once d/a has them all acknowledged, d/b has handled them all (and
+	// has a file to query).
+	h.WaitDelivered("d/a")
 	rows := h.Query("d/b", `SELECT n FROM log ORDER BY i`)
+	if len(rows) != 50 {
+		t.Fatalf("d/b handled %d messages, want 50", len(rows))
+	}
 	for i, r := range rows {
 		if r[0].(int64) != int64(i+1) {
 			t.Fatalf("message %d handled as #%d: order not kept", r[0], i+1)
@@ -147,7 +151,7 @@ func TestSendDurableBundleFailsInTheMiddle(t *testing.T) {
 		ns = append(ns, i)
 	}
 	h.MustRequest("d/a", dSend{To: "d/b", N: ns})
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	rows := h.Query("d/b", `SELECT n FROM log ORDER BY i`)
 	if len(rows) != 40 {
 		t.Fatalf("%d messages handled, want 40", len(rows))
@@ -185,7 +189,7 @@ func TestSendDurableRolledBackSendsNothing(t *testing.T) {
 		t.Fatalf("send to an undeclared path: %v", err)
 	}
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{7}})
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 7 || attempts.Load() != 1 {
 		t.Fatalf("counter %d after %d attempts, want 7 after 1", n, attempts.Load())
 	}
@@ -194,12 +198,13 @@ func TestSendDurableRolledBackSendsNothing(t *testing.T) {
 // A receiver that fails for longer than several retry intervals gets the
 // message once when it comes back, and nothing is lost meanwhile.
 func TestSendDurableRetriesUntilReceiverReturns(t *testing.T) {
-	h, down, attempts := durableHarness(t, actors.Options{})
+	clk := actortest.NewClock(time.Time{})
+	h, down, attempts := durableHarness(t, actors.Options{Clock: clk})
 	down.set("d/b", true)
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{1, 2, 3}})
-	// Backoff 5 ms doubling to 20 ms: several retries within 150 ms.
-	actortest.Eventually(t, func() bool { return attempts.Load() >= 5 })
-	time.Sleep(100 * time.Millisecond)
+	// Backoff 5 ms doubling to 20 ms: ten tries take a few dozen retry
+	// intervals of the fake clock.
+	clk.AdvanceUntil(t, 5*time.Millisecond, func() bool { return attempts.Load() >= 10 })
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 0 {
 		t.Fatalf("a failing receiver's counter moved to %d", n)
 	}
@@ -208,7 +213,7 @@ func TestSendDurableRetriesUntilReceiverReturns(t *testing.T) {
 	}
 	tried := attempts.Load()
 	down.set("d/b", false)
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	clk.AdvanceUntil(t, 5*time.Millisecond, func() bool { return outboxLen(h, "d/a") == 0 })
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 6 {
 		t.Fatalf("counter %d after the receiver returned, want 6 (each message once)", n)
 	}
@@ -233,7 +238,7 @@ func TestSendDurableRedeliveryHandledOnce(t *testing.T) {
 	}
 	h, _, attempts := durableHarness(t, actors.Options{Fence: fence})
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{5}})
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 5 {
 		t.Fatalf("counter %d, want 5: the redelivery was handled again", n)
 	}
@@ -257,22 +262,23 @@ func TestSendDurableSettleFailureRetriedSoon(t *testing.T) {
 		}
 		return nil
 	}
-	h, _, att := durableHarness(t, actors.Options{Fence: fence})
+	clk := actortest.NewClock(time.Time{})
+	h, _, att := durableHarness(t, actors.Options{Fence: fence, Clock: clk})
 	attempts = att
-	start := time.Now()
+	start := clk.Now()
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{7}})
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
-	took := time.Since(start)
+	clk.AdvanceUntil(t, 5*time.Millisecond, func() bool { return outboxLen(h, "d/a") == 0 })
+	took := clk.Now().Sub(start)
 	if refused.Load() != 1 {
 		t.Fatal("the fence never refused d/a's commit: the test did not exercise a failed settle")
 	}
-	if took > 10*time.Second {
+	if took >= 30*time.Second {
 		t.Fatalf("the outbox emptied after %v: the lane waited for the alarm index's lease", took)
 	}
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 7 || attempts.Load() != 1 {
 		t.Fatalf("counter %d after %d handler runs; want 7 and one run", n, attempts.Load())
 	}
-	t.Logf("delivered and settled in %v", took)
+	t.Logf("delivered and settled in %v of the fake clock", took)
 }
 
 func TestCallReplies(t *testing.T) {
@@ -291,7 +297,7 @@ func TestCallReplies(t *testing.T) {
 	if row[2].(string) != errDown.Error() {
 		t.Fatalf("error reply %v, want %q", row, errDown)
 	}
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 && outboxLen(h, "d/c") == 0 })
+	h.WaitDelivered("d/a", "d/c")
 	if n := h.QueryInt("d/c", `SELECT n FROM counter`); n != 0 {
 		t.Fatalf("the failed call's writes were kept: counter %d", n)
 	}
@@ -327,7 +333,7 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	// The lane moves on: the next message is handled.
 	down.set("d/b", false)
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{10}})
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 10 {
 		t.Fatalf("counter %d, want 10", n)
 	}
@@ -337,7 +343,7 @@ func TestDeadLetterAndRedrive(t *testing.T) {
 	if err := sys.RedriveDeadLetter(t.Context(), "d/a", l.ID); err != nil {
 		t.Fatal(err)
 	}
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	if n := h.QueryInt("d/b", `SELECT n FROM counter`); n != 11 {
 		t.Fatalf("counter %d after redrive, want 11", n)
 	}
@@ -403,7 +409,7 @@ func TestSendDurableSurvivesReopen(t *testing.T) {
 	down.set("d/b", false)
 	h.Reopen()
 	actortest.Eventually(t, func() bool { return h.Exists("d/b") && h.QueryInt("d/b", `SELECT n FROM counter`) == 3 })
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 }
 
 // metricValue returns the value of the counter or gauge registered in reg
@@ -429,11 +435,11 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestSendDurableAfterRestart(t *testing.T) {
 	h, _, _ := durableHarness(t, actors.Options{})
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{1}})
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	h.Restart("d/a")
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{2}})
 	actortest.Eventually(t, func() bool { return h.QueryInt("d/b", `SELECT n FROM counter`) == 3 })
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 }
 
 // A message stored by a part just activated does not overtake the older
@@ -457,7 +463,7 @@ func TestSendDurableNewMessageWaitsForOlderOnes(t *testing.T) {
 	}
 	h.Reopen()
 	h.MustRequest("d/a", dSend{To: "d/b", N: []int{2}}) // activates d/a: its old message waits in the outbox
-	actortest.Eventually(t, func() bool { return outboxLen(h, "d/a") == 0 })
+	h.WaitDelivered("d/a")
 	rows := h.Query("d/b", `SELECT n FROM log ORDER BY i`)
 	if len(rows) != 2 || rows[0][0].(int64) != 1 || rows[1][0].(int64) != 2 {
 		t.Fatalf("d/b handled %v, want [1 2] in that order", rows)

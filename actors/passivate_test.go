@@ -42,11 +42,25 @@ func TestIdlePartIsPassivated(t *testing.T) {
 // A parent with active children is not passivated, however idle.
 func TestParentWithActiveChildrenStays(t *testing.T) {
 	in := &incarnations{n: map[string]int{}}
-	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, 10*time.Millisecond, -1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, 10*time.Millisecond, -1), Clock: clk})
 	h.MustRequest("s/a", add{1})
-	time.Sleep(200 * time.Millisecond) // twenty idle timeouts of the parent
+	// Twenty idle timeouts of the parent, one pass of the passivator each
+	// (every 10 ms): each WaitTimer returns once the passivator took the
+	// previous tick, so at least nineteen passes have run.
+	for range 20 {
+		clk.WaitTimer(t, 10*time.Millisecond)
+		clk.Advance(10 * time.Millisecond)
+	}
 	if !h.System().Active("s") || !h.System().Active("s/a") {
 		t.Fatal("a parent with an active child was passivated")
+	}
+	// A passivation the passes asked for would stop the part before it
+	// handles these requests, which would then make it again.
+	counter(t, h, "s")
+	counter(t, h, "s/a")
+	if in.get("s") != 1 || in.get("s/a") != 1 {
+		t.Fatalf("s made %d times, s/a %d: a parent with an active child was passivated", in.get("s"), in.get("s/a"))
 	}
 }
 
@@ -54,7 +68,8 @@ func TestParentWithActiveChildrenStays(t *testing.T) {
 // again: none is lost, none applied twice.
 func TestNoMessageLostAcrossPassivation(t *testing.T) {
 	in := &incarnations{n: map[string]int{}}
-	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, -1, time.Millisecond)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: idleKinds(in, -1, time.Millisecond), Clock: clk})
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 0))
@@ -65,14 +80,15 @@ func TestNoMessageLostAcrossPassivation(t *testing.T) {
 		want[k]++
 		h.Send(fmt.Sprintf("s/p%d", k), add{1})
 		if i%20 == 0 {
-			time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond) // let some go idle
+			// Let some go idle: the passivator looks every 10 ms.
+			clk.Advance(time.Duration(r.IntN(3)) * 10 * time.Millisecond)
 		}
 	}
 	for k := range parts {
 		path := fmt.Sprintf("s/p%d", k)
 		actortest.Eventually(t, func() bool { return counter(t, h, path) == want[k] })
 	}
-	actortest.Eventually(t, func() bool { return h.System().Stats().Passivations > 0 }) // or it proves nothing
+	clk.AdvanceUntil(t, 10*time.Millisecond, func() bool { return h.System().Stats().Passivations > 0 }) // or it proves nothing
 }
 
 // Beyond MaxActiveParts the least recently used idle leaves are

@@ -24,15 +24,29 @@ func (s *System) target(path string) (Path, error) {
 // not handled.
 //
 // The error is the handler's own error, or wraps ErrInvalidPath, ErrNoKind,
-// ErrPanic, ErrActivation, persistence.ErrCommit or ErrClosed, or is
-// ctx.Err(). When ctx ends while the message is being handled, the caller
-// cannot know whether it committed.
+// ErrPanic, ErrActivation, persistence.ErrCommit, ErrCallCycle or
+// ErrClosed, or is ctx.Err(). When ctx ends while the message is being
+// handled, the caller cannot know whether it committed.
+//
+// A handler must pass its Context.Context as ctx: it carries the call path
+// (the parts whose handlers wait along it), and a request that would wait
+// on one of them fails at once with an error wrapping ErrCallCycle (and
+// ErrCallToSelf for the handler's own part) instead of waiting out ctx's
+// deadline. That is a request to the part itself or to a part that called
+// it, directly or through others, and a request for a part that is not
+// active whose nearest active ancestor waits along the path (a part
+// requesting its own child that is passivated: the parent activates its
+// children, and it is busy). A request made with another context, such as
+// context.Background(), is not checked and waits for its deadline.
 func (s *System) Request(ctx context.Context, path string, msg any) (any, error) {
 	p, err := s.target(path)
 	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := checkRequest(ctx, p); err != nil {
 		return nil, err
 	}
 	if err := s.admit(p); err != nil {
@@ -85,10 +99,16 @@ func (s *System) admit(p Path) error {
 // failure: the part's file is closed, its active children are stopped, and
 // it is started again from its file. Messages already queued for it are
 // handled after the restart. It returns an error wrapping ErrNotActive when
-// the part is not active.
+// the part is not active. From a handler, pass its Context.Context: a
+// restart of one of the handler's own children (or of a child of a part
+// waiting along its call path) fails at once with ErrCallCycle, as its
+// parent, which restarts it, is busy.
 func (s *System) Restart(ctx context.Context, path string) error {
 	p, err := s.target(path)
 	if err != nil {
+		return err
+	}
+	if err := checkRestart(ctx, p); err != nil {
 		return err
 	}
 	v, ok := s.parts.Load(p.String())
@@ -143,7 +163,18 @@ func (s *System) deliver(env *envelope) {
 		return // its subtree is being drained: delivered at its release
 	}
 	for p := env.next(); !p.IsRoot(); p = p.Parent() {
-		if v, ok := s.parts.Load(p.String()); ok && v.(*part).post(env) {
+		v, ok := s.parts.Load(p.String())
+		if !ok {
+			continue
+		}
+		if p != env.to {
+			// Activated through p: p must not be waiting on this call.
+			if err := checkRoute(env.ctx, env.to, p); err != nil {
+				s.finish(env, nil, err)
+				return
+			}
+		}
+		if v.(*part).post(env) {
 			return
 		}
 	}

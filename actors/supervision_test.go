@@ -40,18 +40,29 @@ func (in *incarnations) kind(name, pattern string, spec supervisor.Spec, rt supe
 // supervised starts a parent "s" supervising its children with spec, the
 // children of restart type rt, and activates s/a, s/b, s/c in that order.
 func supervised(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType) (*actortest.Harness, *incarnations) {
+	return supervisedWith(t, actors.Options{}, spec, rt)
+}
+
+// supervisedWith is supervised on a System with opts.
+func supervisedWith(t *testing.T, opts actors.Options, spec supervisor.Spec, rt supervisor.RestartType) (*actortest.Harness, *incarnations) {
 	in := &incarnations{n: map[string]int{}}
-	h := actortest.New(t, actors.Options{Kinds: []actors.Kind{
+	opts.Kinds = []actors.Kind{
 		in.kind("parent", "s", spec, supervisor.Permanent),
 		in.kind("child", "s/*", supervisor.Spec{}, rt),
-	}})
+	}
+	h := actortest.New(t, opts)
 	for i, c := range []string{"s", "s/a", "s/b", "s/c"} {
 		h.MustRequest(c, add{i})
 	}
 	return h, in
 }
 
-func expectIncarnations(t *testing.T, in *incarnations, want map[string]int) {
+// expectIncarnations waits until the parts in want were made as many
+// times as it says, then checks that nothing more happens: the parent's
+// decisions on the failures so far are made on its goroutine, before it
+// handles a message sent now, and restarts they post reach a child before
+// a message sent after them.
+func expectIncarnations(t *testing.T, h *actortest.Harness, in *incarnations, want map[string]int) {
 	t.Helper()
 	actortest.Eventually(t, func() bool {
 		for p, n := range want {
@@ -61,8 +72,11 @@ func expectIncarnations(t *testing.T, in *incarnations, want map[string]int) {
 		}
 		return true
 	})
-	// And nothing more happens: give stray restarts a moment to show.
-	time.Sleep(50 * time.Millisecond)
+	for _, p := range []string{"s", "s/a", "s/b", "s/c"} {
+		if _, ok := want[p]; ok && h.System().Active(p) {
+			counter(t, h, p)
+		}
+	}
 	for p, n := range want {
 		if got := in.get(p); got != n {
 			t.Errorf("%s made %d times, want %d", p, got, n)
@@ -90,7 +104,7 @@ func TestSupervisionStrategies(t *testing.T) {
 		t.Run(tc.strategy.String(), func(t *testing.T) {
 			h, in := supervised(t, supervisor.Spec{Strategy: tc.strategy, Intensity: 5, Period: time.Minute}, supervisor.Permanent)
 			panicIn(t, h, "s/b")
-			expectIncarnations(t, in, tc.want)
+			expectIncarnations(t, h, in, tc.want)
 			// Nothing acknowledged was lost, anywhere.
 			for i, c := range []string{"s", "s/a", "s/b", "s/c"} {
 				if got := counter(t, h, c); got != i {
@@ -106,7 +120,7 @@ func TestTemporaryChildIsNotRestarted(t *testing.T) {
 	panicIn(t, h, "s/b")
 	actortest.Eventually(t, func() bool { return !h.System().Active("s/b") })
 	// one_for_all does not apply to a child that is not restarted.
-	expectIncarnations(t, in, map[string]int{"s": 1, "s/a": 1, "s/b": 1, "s/c": 1})
+	expectIncarnations(t, h, in, map[string]int{"s": 1, "s/a": 1, "s/b": 1, "s/c": 1})
 	// Its next message activates it again, from its file.
 	if got := counter(t, h, "s/b"); got != 2 {
 		t.Fatalf("s/b = %d, want 2", got)
@@ -121,10 +135,10 @@ func TestTemporaryChildIsNotRestarted(t *testing.T) {
 func TestIntensityExceededEscalates(t *testing.T) {
 	h, in := supervised(t, supervisor.Spec{Strategy: supervisor.OneForOne, Intensity: 1, Period: time.Minute}, supervisor.Permanent)
 	panicIn(t, h, "s/a") // restarted: 1 restart in the period
-	expectIncarnations(t, in, map[string]int{"s": 1, "s/a": 2})
+	expectIncarnations(t, h, in, map[string]int{"s": 1, "s/a": 2})
 	panicIn(t, h, "s/a") // the second exceeds: escalate
 	actortest.Eventually(t, func() bool { return h.System().Stats().Escalations == 1 })
-	expectIncarnations(t, in, map[string]int{"s": 2, "s/a": 2, "s/b": 1, "s/c": 1})
+	expectIncarnations(t, h, in, map[string]int{"s": 2, "s/a": 2, "s/b": 1, "s/c": 1})
 	for _, c := range []string{"s/a", "s/b", "s/c"} {
 		if h.System().Active(c) {
 			t.Errorf("%s still active after its parent escalated", c)
@@ -139,19 +153,36 @@ func TestIntensityExceededEscalates(t *testing.T) {
 
 func TestRestartBackoffDelaysTheRestart(t *testing.T) {
 	const delay = 300 * time.Millisecond
-	h, in := supervised(t, supervisor.Spec{
+	clk := actortest.NewClock(time.Time{})
+	h, in := supervisedWith(t, actors.Options{Clock: clk}, supervisor.Spec{
 		Strategy: supervisor.OneForOne, Intensity: 5, Period: time.Minute,
 		Backoff: supervisor.Backoff{Initial: delay, Max: delay, Multiplier: 1},
 	}, supervisor.Permanent)
-	start := time.Now()
 	panicIn(t, h, "s/a")
 	// The message after the panic waits in the suspended mailbox until
 	// the delayed restart.
-	if got := counter(t, h, "s/a"); got != 1 {
-		t.Fatalf("s/a = %d, want 1", got)
+	type result struct {
+		v   any
+		err error
 	}
-	if elapsed := time.Since(start); elapsed < delay {
-		t.Fatalf("restarted after %v, before the %v backoff", elapsed, delay)
+	got := make(chan result, 1)
+	go func() {
+		v, err := h.Request("s/a", get{})
+		got <- result{v, err}
+	}()
+	clk.WaitTimer(t, delay) // the parent's decision: restart after the backoff
+	clk.Advance(delay - time.Nanosecond)
+	if n := in.get("s/a"); n != 1 {
+		t.Fatalf("s/a made %d times before the %v backoff passed, want 1", n, delay)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("s/a answered (%v, %v) while its restart waited for the backoff", r.v, r.err)
+	default:
+	}
+	clk.Advance(time.Nanosecond)
+	if r := <-got; r.err != nil || r.v != 1 {
+		t.Fatalf("s/a = %v, %v; want 1", r.v, r.err)
 	}
 	if in.get("s/a") != 2 {
 		t.Fatalf("s/a made %d times, want 2", in.get("s/a"))

@@ -42,37 +42,58 @@ func timerKinds(idle time.Duration) []actors.Kind {
 	}
 }
 
+// A timer fires when its delay has passed, not before.
 func TestTimerFires(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: timerKinds(-1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: timerKinds(-1), Clock: clk})
 	h.MustRequest("t/a", remind{after: 10 * time.Millisecond})
-	actortest.Eventually(t, func() bool { return counter(t, h, "t/a") == 1 })
+	clk.WaitTimer(t, 10*time.Millisecond)
+	clk.Advance(10*time.Millisecond - time.Nanosecond)
+	if got := counter(t, h, "t/a"); got != 0 {
+		t.Fatalf("counter %d before the timer was due", got)
+	}
+	// Advance posts what fell due before it returns: the get below is
+	// handled after it.
+	clk.Advance(time.Nanosecond)
+	if got := counter(t, h, "t/a"); got != 1 {
+		t.Fatalf("counter %d once the timer was due, want 1", got)
+	}
 }
 
 func TestTimerOfARolledBackHandlerNeverFires(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: timerKinds(-1)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: timerKinds(-1), Clock: clk})
 	if _, err := h.Request("t/a", remindFail{}); !errors.Is(err, errTest) {
 		t.Fatal(err)
 	}
 	h.MustRequest("t/a", remind{after: 30 * time.Millisecond}) // a later one that does fire
-	actortest.Eventually(t, func() bool { return counter(t, h, "t/a") == 1 })
-	time.Sleep(50 * time.Millisecond)
+	clk.WaitTimer(t, 30*time.Millisecond)
+	// Past both: the rolled-back handler's timer, had it been set, would
+	// have fired first, and both messages would be handled before the get.
+	clk.Advance(time.Second)
 	if got := counter(t, h, "t/a"); got != 1 {
-		t.Fatalf("counter %d: the rolled-back handler's timer fired", got)
+		t.Fatalf("counter %d, want 1: only the committed handler's timer fires", got)
 	}
 }
 
 // A plain timer dies with its part's activation: it neither fires into a
 // passivated part nor reactivates it.
 func TestTimerCancelledByPassivation(t *testing.T) {
-	h := actortest.New(t, actors.Options{Kinds: timerKinds(10 * time.Millisecond)})
+	clk := actortest.NewClock(time.Time{})
+	h := actortest.New(t, actors.Options{Kinds: timerKinds(10 * time.Millisecond), Clock: clk})
 	h.MustRequest("t/a", remind{after: 150 * time.Millisecond})
+	// The passivator's first tick (a quarter of the idle timeout, at least
+	// 10 ms) finds t/a idle for its whole timeout.
+	clk.WaitTimer(t, 10*time.Millisecond)
+	clk.Advance(10 * time.Millisecond)
 	actortest.Eventually(t, func() bool { return !h.System().Active("t/a") })
-	time.Sleep(250 * time.Millisecond)
+	clk.Advance(time.Second) // far past the timer's due time
 	if h.System().Active("t/a") {
 		t.Fatal("a cancelled timer reactivated its part")
 	}
-	h.Close()
-	if n := h.QueryInt("t/a", "SELECT n FROM counter"); n != 0 {
+	// Had the timer posted its message, it would be handled before this
+	// get, which activates t/a again.
+	if n := counter(t, h, "t/a"); n != 0 {
 		t.Fatalf("counter %d: a timer fired after passivation", n)
 	}
 }

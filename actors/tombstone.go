@@ -81,25 +81,22 @@ func (s *System) parentHasFile(p Path) bool {
 	return err == nil
 }
 
-// tombstoneTx notes seg as deleted, files pending, and removes the
-// parent's records of it, in tx.
-func tombstoneTx(tx *persistence.Tx, seg string, now time.Time) error {
+// tombstoneTx notes p's child seg as deleted, files pending, and removes
+// p's records of it, in tx. The first deletion of p's life installs the
+// table (compDeleted); a parent has the records' tables from its
+// activation (wantedComponents).
+func (p *part) tombstoneTx(tx *persistence.Tx, seg string) error {
 	bg := context.Background()
-	if _, err := tx.ExecContext(bg, `CREATE TABLE IF NOT EXISTS `+deletedTable+
-		` (name TEXT PRIMARY KEY, at INTEGER NOT NULL, pending INTEGER NOT NULL) WITHOUT ROWID`); err != nil {
+	if err := p.install(tx, compDeleted); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(bg, `INSERT INTO `+deletedTable+` (name, at, pending) VALUES (?, ?, 1)
-		ON CONFLICT (name) DO UPDATE SET at = excluded.at, pending = 1`, seg, now.UnixNano()); err != nil {
+		ON CONFLICT (name) DO UPDATE SET at = excluded.at, pending = 1`, seg, p.sys.clock.Now().UnixNano()); err != nil {
 		return err
 	}
 	for _, table := range []string{childrenTable, createdTable} {
-		if ok, err := hasTable(tx, table); err != nil {
+		if _, err := tx.ExecContext(bg, `DELETE FROM `+table+` WHERE name = ?`, seg); err != nil {
 			return err
-		} else if ok {
-			if _, err := tx.ExecContext(bg, `DELETE FROM `+table+` WHERE name = ?`, seg); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -143,7 +140,7 @@ func (m tombstone) runIn(p *part, env *envelope, b *batch) {
 		if err := p.forgetChild(m.seg); err != nil {
 			return nil, err
 		}
-		return nil, tombstoneTx(b.tx, m.seg, p.sys.clock.Now())
+		return nil, p.tombstoneTx(b.tx, m.seg)
 	})
 }
 
@@ -199,9 +196,7 @@ func (s *System) tombstone(ctx context.Context, p Path) (bool, error) {
 		if err != nil {
 			return err
 		}
-		return db.Update(context.Background(), func(tx *persistence.Tx) error {
-			return tombstoneTx(tx, seg, s.clock.Now())
-		})
+		return db.Update(context.Background(), func(tx *persistence.Tx) error { return g.tombstoneTx(tx, seg) })
 	})
 	if err == nil && s.barrier != nil {
 		err = s.barrier.Wait(ctx)
@@ -237,7 +232,7 @@ func markRemoved(tx *persistence.Tx, seg string) error {
 // the deleted child's files is removed first: an old file must not come
 // back as the new part's.
 func (p *part) reuseTx(tx *persistence.Tx, seg string) error {
-	if ok, err := hasTable(tx, deletedTable); err != nil || !ok {
+	if ok, err := p.has(tx, compDeleted); err != nil || !ok {
 		return err
 	}
 	var pending int
@@ -262,18 +257,15 @@ func (p *part) reuseTx(tx *persistence.Tx, seg string) error {
 	return err
 }
 
-// finishDeletes finishes, when a parent opens its file (db), the deletions
-// of its children that a crash interrupted after their tombstones: their
-// files are removed, the alarm index forgets them, the tombstones are
-// marked done. Deletions under way in this process are theirs to finish.
-// It runs on the parent's goroutine, outside any batch.
+// finishDeletes finishes, when a parent opens its file (db, which has
+// compDeleted), the deletions of its children that a crash interrupted
+// after their tombstones: their files are removed, the alarm index forgets
+// them, the tombstones are marked done. Deletions under way in this
+// process are theirs to finish. It runs on the parent's goroutine, outside
+// any batch.
 func (s *System) finishDeletes(db *persistence.DB, parent Path) {
 	var names []string
-	err := db.View(context.Background(), func(tx *persistence.Tx) error {
-		if ok, err := hasTable(tx, deletedTable); err != nil || !ok {
-			return err
-		}
-		var err error
+	err := db.View(context.Background(), func(tx *persistence.Tx) (err error) {
 		names, err = queryStrings(tx, `SELECT name FROM `+deletedTable+` WHERE pending = 1`)
 		return err
 	})
@@ -299,10 +291,11 @@ func (s *System) finishDeletes(db *persistence.DB, parent Path) {
 }
 
 // childDeleted reports whether p's child seg is deleted, reading p's
-// file: in its open batch, if any.
+// file: in its open batch, if any. A parent that never deleted a child
+// (no compDeleted) reads only its file's header.
 func (p *part) childDeleted(seg string) (bool, error) {
 	lookup := func(tx *persistence.Tx) (bool, error) {
-		if ok, err := hasTable(tx, deletedTable); err != nil || !ok {
+		if ok, err := p.has(tx, compDeleted); err != nil || !ok {
 			return false, err
 		}
 		var n int

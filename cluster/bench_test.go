@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/cluster"
 	"github.com/fractalrt/fractal/cluster/etcdlocal"
 	"github.com/fractalrt/fractal/persistence"
@@ -112,14 +113,12 @@ func etcdClient(t testing.TB, etcd []string) *clientv3.Client {
 	return cli
 }
 
+// checkFor calls fn every 20 ms until it returns true, failing the test
+// if it has not within total.
 func checkFor(t testing.TB, total time.Duration, fn func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", total)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !actortest.Poll(total, 20*time.Millisecond, fn) {
+		t.Fatalf("condition not met within %v", total)
 	}
 }
 

@@ -47,7 +47,11 @@
 // caller's side (see RemoteError). A node asked about a subtree it does not
 // own answers ErrNotOwner without forwarding it, and the sender tries again
 // once its copy of the table has changed, so that stale copies cause
-// retries, never loops. A request to a node that is down fails at once with
+// retries, never loops. A request made by a handler carries its call path
+// (actors.CallPath: the parts waiting along it, innermost first, up to 8
+// KiB of paths), so that a cycle of requests across nodes (a -> b -> a)
+// fails at once with actors.ErrCallCycle, as on one node, instead of
+// waiting for its deadline. A request to a node that is down fails at once with
 // ErrUnavailable; one in flight to a node that goes down fails when its
 // lease expires, or at once when its connection breaks (a network
 // partition: the request may have been served, the error says so). A peer

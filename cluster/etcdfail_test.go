@@ -116,8 +116,11 @@ func TestProcessesEtcdFailures(t *testing.T) {
 		t.Fatal("etcd has no leader")
 	}
 	lctx, stop := context.WithCancel(context.Background())
+	started := sum()
 	loaders := load(lctx)
-	time.Sleep(300 * time.Millisecond)
+	// Deposits flow through every node before the member stops.
+	perRound := int64(len(branches) * len(nodes))
+	checkFor(t, 30*time.Second, func() bool { return sum() >= started+5*perRound })
 	before := sum()
 	e.Stop(leader)
 	stopped := time.Now()
@@ -128,7 +131,9 @@ func TestProcessesEtcdFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	time.Sleep(500 * time.Millisecond)
+	// And go on once it is back.
+	served := sum()
+	checkFor(t, 30*time.Second, func() bool { return sum() >= served+5*perRound })
 	stop()
 	loaders.Wait()
 	t.Logf("etcd member %d (the leader) stopped for %v, then restarted: %d deposits acknowledged meanwhile; new leader %d",

@@ -176,7 +176,7 @@ func (n *Node) serveRequest(req request, data []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.sys.Request(ctx, req.Path, msg)
+	return n.sys.Request(withCalls(ctx, req.Calls), req.Path, msg)
 }
 
 // forward sends a request to the node at addr, owner of p's subtree.
@@ -194,9 +194,7 @@ func (n *Node) forward(ctx context.Context, o ownerEntry, addr string, p actors.
 	default:
 		return nil, fmt.Errorf("%w: node %s waits for %d answers from other nodes already", actors.ErrBackpressure, n.cfg.Name, n.cfg.MaxInflight)
 	}
-	frame, err := encodeFrame(opRequest, request{
-		Path: p.String(), Name: name, Epoch: o.Epoch, Deadline: timeout.Milliseconds(), From: n.cfg.Name,
-	}, data)
+	frame, err := n.requestFrame(ctx, o, p, name, data, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +202,21 @@ func (n *Node) forward(ctx context.Context, o ownerEntry, addr string, p actors.
 	if err != nil {
 		return nil, err
 	}
-	if err := errorFromWire(o.Node, r); err != nil {
+	return replyValue(o.Node, r, payload)
+}
+
+// requestFrame encodes a request for p, of the message name and data,
+// to o's node, with the call path of ctx.
+func (n *Node) requestFrame(ctx context.Context, o ownerEntry, p actors.Path, name string, data []byte, timeout time.Duration) ([]byte, error) {
+	return encodeFrame(opRequest, request{
+		Path: p.String(), Name: name, Epoch: o.Epoch, Deadline: timeout.Milliseconds(), From: n.cfg.Name,
+		Calls: callsOf(ctx),
+	}, data)
+}
+
+// replyValue returns the reply node sent, or its error.
+func replyValue(node string, r reply, payload []byte) (any, error) {
+	if err := errorFromWire(node, r); err != nil {
 		return nil, err
 	}
 	if r.Name == "" {

@@ -22,6 +22,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/cluster"
 	"github.com/fractalrt/fractal/persistence"
 )
@@ -162,7 +163,7 @@ func TestProcessesKillDuringMove(t *testing.T) {
 	o, _ := owner()
 	ctx, stop := context.WithCancel(context.Background())
 	loaders := load(ctx)
-	time.Sleep(100 * time.Millisecond)
+	loadFlows(t, &acked)
 	t0 := time.Now()
 	mctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	err := cluster.Move(mctx, cli, "", unit, other[o.Node])
@@ -191,6 +192,8 @@ func TestProcessesKillDuringMove(t *testing.T) {
 		}
 		atSwitch := it%4 >= 2
 		ctx, stop := context.WithCancel(context.Background())
+		loaders := load(ctx)
+		loadFlows(t, &acked)
 		var killAt <-chan struct{}
 		when := "at the switch"
 		if atSwitch {
@@ -216,8 +219,6 @@ func TestProcessesKillDuringMove(t *testing.T) {
 			time.AfterFunc(delay, func() { close(ch) })
 			killAt = ch
 		}
-		loaders := load(ctx)
-		time.Sleep(50 * time.Millisecond)
 		mctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 		moved := make(chan error, 1)
 		t0 := time.Now()
@@ -351,11 +352,11 @@ func checkKillMove(t *testing.T, nodes map[string]*nodeProc, root, unit string, 
 	}
 	for _, p := range nodes {
 		want := int(acked[0].Load()) + 1
-		r := p.call("deposit", unit+"/h0", 1, 0)
-		for deadline := time.Now().Add(30 * time.Second); notApplied(r) && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
+		var r apiResult
+		actortest.Poll(30*time.Second, 100*time.Millisecond, func() bool {
 			r = p.call("deposit", unit+"/h0", 1, 0)
-		}
+			return !notApplied(r)
+		})
 		if r.Error != "" || r.Value != want {
 			t.Fatalf("a deposit to %s/h0 through %s after the move: %+v, want %d", unit, p.name, r, want)
 		}
@@ -387,13 +388,31 @@ func notApplied(r apiResult) bool {
 func balanceOf(t *testing.T, p *nodeProc, path string) int {
 	t.Helper()
 	var r apiResult
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if r = p.call("balance", path, 0, 0); r.Error == "" {
-			return r.Value
-		}
+	if !actortest.Poll(30*time.Second, 100*time.Millisecond, func() bool {
+		r = p.call("balance", path, 0, 0)
+		return r.Error == ""
+	}) {
+		t.Fatalf("balance of %s through %s: %s (%s)", path, p.name, r.Error, r.Code)
 	}
-	t.Fatalf("balance of %s through %s: %s (%s)", path, p.name, r.Error, r.Code)
-	return 0
+	return r.Value
+}
+
+// loadFlows waits until the load has had a deposit to every hot account
+// acknowledged.
+func loadFlows(t *testing.T, acked *[killHots]atomic.Int64) {
+	t.Helper()
+	var from [killHots]int64
+	for i := range acked {
+		from[i] = acked[i].Load()
+	}
+	checkFor(t, 30*time.Second, func() bool {
+		for i := range acked {
+			if acked[i].Load() == from[i] {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // integrityCheck runs PRAGMA integrity_check on a part file, read-only,

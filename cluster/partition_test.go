@@ -3,6 +3,7 @@
 package cluster_test
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 )
 
 // procRequestTimeout is the Config.RequestTimeout of the node program
@@ -236,17 +238,12 @@ func TestProcessesPartition(t *testing.T) {
 	healAt := time.Now()
 	for _, name := range names {
 		for _, b := range branches {
-			deadline := time.Now().Add(procRequestTimeout + 5*time.Second)
-			for {
-				r := nodes[name].call("balance", acct(b), 0, 0)
-				if r.Error == "" {
-					break
+			actortest.CheckFor(t, procRequestTimeout+5*time.Second, 20*time.Millisecond, func() error {
+				if r := nodes[name].call("balance", acct(b), 0, 0); r.Error != "" {
+					return fmt.Errorf("%s through %s %v after the heal: %s (%s)", acct(b), name, time.Since(healAt).Round(time.Millisecond), r.Error, r.Code)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s through %s %v after the heal: %s (%s)", acct(b), name, time.Since(healAt).Round(time.Millisecond), r.Error, r.Code)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 		}
 	}
 	healed := time.Since(healAt)
@@ -254,20 +251,17 @@ func TestProcessesPartition(t *testing.T) {
 		t.Errorf("every subtree reached through both nodes only %v after the heal", healed.Round(time.Millisecond))
 	}
 	// The transfer arrives, once.
-	var delivered time.Duration
-	for deadline := healAt.Add(45 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	actortest.CheckFor(t, 45*time.Second-time.Since(healAt), 50*time.Millisecond, func() error {
 		r := nodes["n1"].call("balance", xto, 0, 0)
-		if r.Error == "" && r.Value == xamount {
-			delivered = time.Since(healAt)
-			break
-		}
-		if r.Error == "" && r.Value != 0 {
+		if r.Error == "" && r.Value != 0 && r.Value != xamount {
 			t.Fatalf("%s after the heal: %d, want %d", xto, r.Value, xamount)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the transfer made during the partition did not arrive within %v of the heal: %+v", time.Since(healAt).Round(time.Millisecond), r)
+		if r.Error != "" || r.Value != xamount {
+			return fmt.Errorf("the transfer made during the partition did not arrive within %v of the heal: %+v", time.Since(healAt).Round(time.Millisecond), r)
 		}
-	}
+		return nil
+	})
+	delivered := time.Since(healAt)
 
 	// No write applied by a non-owner: the owners did not change, each
 	// balance is its acknowledged deposits plus at most those of unknown

@@ -66,7 +66,7 @@ func TestLeastLoaded(t *testing.T) {
 func TestErrorsKeepTheirSentinel(t *testing.T) {
 	for _, sentinel := range []error{
 		ErrNotOwner, ErrUnavailable, ErrMoving, actors.ErrBackpressure, actors.ErrFenced, actors.ErrNoKind,
-		actors.ErrUnknownMessage, actors.ErrPanic, context.DeadlineExceeded,
+		actors.ErrUnknownMessage, actors.ErrPanic, actors.ErrCallCycle, context.DeadlineExceeded,
 	} {
 		err := fmt.Errorf("somewhere: %w", sentinel)
 		r, _ := replyOf(nil, err)

@@ -328,10 +328,12 @@ func TestProcesses(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Under load: deposits flow before the move starts, and after it ends.
+	checkFor(t, 30*time.Second, func() bool { return acked.Load() >= int64(10*len(procs)) })
 	cli := etcdClient(t, etcd)
 	out, err := exec.Command(fractal, "move", "-etcd", strings.Join(etcd, ","), unit, to).CombinedOutput()
-	time.Sleep(200 * time.Millisecond)
+	moved := acked.Load()
+	checkFor(t, 30*time.Second, func() bool { return acked.Load() >= moved+int64(10*len(procs)) })
 	stop()
 	wg.Wait()
 	if err != nil {
@@ -520,7 +522,8 @@ func TestProcesses(t *testing.T) {
 	dst.signal(syscall.SIGSTOP)
 	out, err = exec.Command(fractal, "move", "-etcd", strings.Join(etcd, ","), "bank/b4", dst.name).CombinedOutput()
 	dst.signal(syscall.SIGCONT)
-	time.Sleep(200 * time.Millisecond)
+	failed := acked.Load()
+	checkFor(t, 30*time.Second, func() bool { return acked.Load() >= failed+10 }) // it serves on
 	stop()
 	wg.Wait()
 	if err == nil || !strings.Contains(string(out), "move failed") {

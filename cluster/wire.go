@@ -34,11 +34,52 @@ const maxFrame = actors.MaxMessageSize + 64<<10
 const chunkSize = 512 << 10
 
 type request struct {
-	Path     string `json:"path"`
-	Name     string `json:"name"`           // registered message name
-	Epoch    uint64 `json:"epoch"`          // the epoch the sender believes the owner has
-	Deadline int64  `json:"deadline_ms"`    // time the sender waits, in milliseconds
-	From     string `json:"from,omitempty"` // sending node, for logs
+	Path     string   `json:"path"`
+	Name     string   `json:"name"`            // registered message name
+	Epoch    uint64   `json:"epoch"`           // the epoch the sender believes the owner has
+	Deadline int64    `json:"deadline_ms"`     // time the sender waits, in milliseconds
+	From     string   `json:"from,omitempty"`  // sending node, for logs
+	Calls    []string `json:"calls,omitempty"` // the caller's actors.CallPath, outermost first (see callsOf)
+}
+
+// maxCallBytes bounds the call path a request carries: its innermost
+// parts, up to this many bytes of paths, well within the header's share of
+// maxFrame. A cycle through a part left out waits for its deadline, as
+// before the call path travelled.
+const maxCallBytes = 8 << 10
+
+// callsOf returns the call path of a request made with ctx, as it travels
+// (see maxCallBytes).
+func callsOf(ctx context.Context) []string {
+	path := actors.CallPath(ctx)
+	size, first := 0, len(path)
+	for first > 0 && size+len(path[first-1].String()) <= maxCallBytes {
+		first--
+		size += len(path[first].String())
+	}
+	if first == len(path) {
+		return nil
+	}
+	out := make([]string, 0, len(path)-first)
+	for _, p := range path[first:] {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// withCalls returns ctx carrying the call path a request brought; paths
+// that do not parse are left out.
+func withCalls(ctx context.Context, calls []string) context.Context {
+	if len(calls) == 0 {
+		return ctx
+	}
+	path := make([]actors.Path, 0, len(calls))
+	for _, s := range calls {
+		if p, err := actors.ParsePath(s); err == nil {
+			path = append(path, p)
+		}
+	}
+	return actors.WithCallPath(ctx, path)
 }
 
 type reply struct {
@@ -116,6 +157,7 @@ var sentinels = map[string]error{
 	"closed":         actors.ErrClosed,
 	"undeliverable":  actors.ErrUndeliverable,
 	"no_part":        actors.ErrNoPart,
+	"call_cycle":     actors.ErrCallCycle,
 	"deadline":       context.DeadlineExceeded,
 	"canceled":       context.Canceled,
 	"node_closed":    ErrClosed,
@@ -127,7 +169,7 @@ var sentinels = map[string]error{
 func codeOf(err error) string {
 	for _, code := range []string{"fenced", "lease_expired", "not_owner", "moving", "unavailable", "backpressure",
 		"no_kind", "invalid_path", "unknown_msg", "unregistered", "too_large", "panic", "activation",
-		"closed", "undeliverable", "no_part", "deadline", "canceled", "node_closed", "too_many_trees"} {
+		"closed", "undeliverable", "no_part", "call_cycle", "deadline", "canceled", "node_closed", "too_many_trees"} {
 		if errors.Is(err, sentinels[code]) {
 			return code
 		}

@@ -70,9 +70,11 @@ func TestBarrierRunsCallbacksAfterALaterSync(t *testing.T) {
 // Many callbacks handed over during one sync share the next one.
 func TestBarrierSharesOneSync(t *testing.T) {
 	gate := make(chan struct{})
+	started := make(chan struct{})
 	var calls atomic.Int64
 	b := persistence.NewBarrierFunc(func() error {
 		if calls.Add(1) == 1 {
+			close(started)
 			<-gate
 		}
 		return nil
@@ -81,9 +83,7 @@ func TestBarrierSharesOneSync(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	b.After(func(error) { wg.Done() })
-	for calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-started // the first sync is under way
 	const n = 100
 	wg.Add(n)
 	for range n {

@@ -92,6 +92,35 @@ type Options struct {
 	// database, which the next read-write [DB.Close] removes. A file
 	// closed with [DB.CloseKeepLog] is read with its log, as a live file.
 	ReadOnly bool
+	// Layer, when not nil, is a second schema kept in the file beside the
+	// one Migrations describe, with a version of its own (see [Layer]).
+	// Open checks it with user_version, before anything is written, and
+	// migrates it in the same transaction as Migrations. A read-only Open
+	// checks it and migrates nothing.
+	Layer *Layer
+}
+
+// A Layer is a schema that a library keeps in files whose main schema
+// ([Options.Migrations], versioned by PRAGMA user_version) belongs to its
+// caller: the actors runtime keeps its own tables in every part's file
+// this way. Its state is the one other integer of the database header
+// that SQLite leaves to applications, PRAGMA application_id (32 bits),
+// whose meaning the layer decides: reading it costs no page beyond the
+// header, and storing it costs no page at all.
+type Layer struct {
+	// Check is called with the file's application_id before anything
+	// is written to the file. It reports whether Migrate must run; an
+	// error refuses the file, which is then left untouched, as a file
+	// newer than Migrations is (it should wrap [ErrSchemaTooNew] when
+	// the file was written by a newer program).
+	Check func(id int32) (migrate bool, err error)
+	// Migrate brings the layer up to date in Open's migration
+	// transaction, before the pending Migrations. It is called with
+	// the application_id read again under the write lock (and only if
+	// Check, called again with it, still asks for it) and returns the
+	// new one, which is written once the Migrations have run. It must
+	// not end tx.
+	Migrate func(tx *Tx, id int32) (int32, error)
 }
 
 // DB is one SQLite database file, accessed through a single connection. It
@@ -106,7 +135,8 @@ type DB struct {
 	path        string
 	readOnly    bool
 	version     int
-	wroteAtOpen bool // see WroteAtOpen
+	appID       int32 // see ApplicationID
+	wroteAtOpen bool  // see WroteAtOpen
 
 	sqlDB *sql.DB
 	conn  *sql.Conn
@@ -321,6 +351,15 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 		return db.tooNew(version, len(o.Migrations))
 	}
 	db.version = version
+	layerPending := false
+	if o.Layer != nil {
+		if db.appID, err = db.applicationID(ctx); err != nil {
+			return err
+		}
+		if layerPending, err = o.Layer.Check(db.appID); err != nil {
+			return fmt.Errorf("persistence: open %s: %w", db.path, err)
+		}
+	}
 	if db.readOnly {
 		return nil
 	}
@@ -351,8 +390,8 @@ func (db *DB) setup(ctx context.Context, o *Options, created bool) error {
 		return err
 	}
 
-	if version < len(o.Migrations) {
-		if err := db.migrate(ctx, o.Migrations); err != nil {
+	if version < len(o.Migrations) || layerPending {
+		if err := db.migrate(ctx, o.Migrations, o.Layer); err != nil {
 			return err
 		}
 		db.wroteAtOpen = true
@@ -388,6 +427,15 @@ func (db *DB) userVersion(ctx context.Context) (int, error) {
 	var v int
 	if err := db.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
 		return 0, fmt.Errorf("persistence: open %s: read user_version: %w", db.path, db.classify(err))
+	}
+	return v, nil
+}
+
+// applicationID reads PRAGMA application_id.
+func (db *DB) applicationID(ctx context.Context) (int32, error) {
+	var v int32
+	if err := db.conn.QueryRowContext(ctx, "PRAGMA application_id").Scan(&v); err != nil {
+		return 0, fmt.Errorf("persistence: open %s: read application_id: %w", db.path, db.classify(err))
 	}
 	return v, nil
 }
@@ -487,6 +535,11 @@ func (db *DB) WroteAtOpen() bool { return db.wroteAtOpen }
 // it was once Open had applied the migrations. For a read-only DB it is the
 // version found in the file. It keeps working after Close.
 func (db *DB) Version() int { return db.version }
+
+// ApplicationID returns the file's PRAGMA application_id as it was once
+// Open had migrated [Options.Layer]; without a Layer it is not read, and
+// is 0. It keeps working after Close.
+func (db *DB) ApplicationID() int32 { return db.appID }
 
 // acquire takes the connection slot, waiting for the current transaction
 // to end. It fails with ctx's error or with ErrClosed.

@@ -34,6 +34,8 @@
 //     before anything else touches the file: a file written by a newer
 //     program is refused with [ErrSchemaTooNew] and left byte for byte as
 //     it was (switching the journal mode would already rewrite its header).
+//     With [Options.Layer], application_id is read and checked at the same
+//     point, for the same reason (see "Layers").
 //   - synchronous = FULL ([SyncFull], the default) or NORMAL
 //     ([SyncNormal]). FULL syncs the log at every commit, so a commit
 //     survives power loss; NORMAL syncs only at checkpoints, so a commit
@@ -73,6 +75,23 @@
 // error wraps [ErrMigration] and names the failing migration. A file whose
 // version is greater than len(Migrations) is refused with
 // [ErrSchemaTooNew].
+//
+// # Layers
+//
+// A library that keeps tables of its own in files whose schema belongs to
+// its caller (the actors runtime keeps its outbox, inbox, alarms and
+// records of children in every part's file) cannot version them with
+// user_version, which is the caller's. [Options.Layer] gives it the other
+// integer of the database header that SQLite leaves to applications, PRAGMA
+// application_id: reading it costs nothing beyond the header, which Open
+// reads anyway, and storing it costs no page. [Layer.Check] decides from it,
+// before anything is written, whether the layer must migrate, or refuses
+// the file (left untouched, as a file too new for its migrations is);
+// [Layer.Migrate] runs in the migration transaction, before the pending
+// migrations, and the application_id it returns is written last, so a
+// migration of the caller that set application_id does not keep it.
+// [DB.ApplicationID] returns the value once Open is done. A current file
+// is opened without writing anything.
 //
 // Foreign key enforcement is switched off while migrations run and PRAGMA
 // foreign_key_check must report no violation before they commit. This is

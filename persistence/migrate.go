@@ -11,11 +11,12 @@ import (
 // maxForeignKeyProblems bounds the violations a migration error lists.
 const maxForeignKeyProblems = 5
 
-// migrate applies the pending migrations in one BEGIN IMMEDIATE transaction
-// that also sets user_version. Foreign key enforcement is off while they
+// migrate applies the pending migrations, after layer's if it has any, in
+// one BEGIN IMMEDIATE transaction that also sets user_version and
+// application_id. Foreign key enforcement is off while they
 // run, as SQLite requires for table rebuilds, and PRAGMA foreign_key_check
 // must find no violation after each of them.
-func (db *DB) migrate(ctx context.Context, migrations []Migration) (err error) {
+func (db *DB) migrate(ctx context.Context, migrations []Migration, layer *Layer) (err error) {
 	// foreign_keys cannot change inside a transaction: switch it before.
 	if err := db.execSetup(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
 		return err
@@ -52,6 +53,12 @@ func (db *DB) migrate(ctx context.Context, migrations []Migration) (err error) {
 	if from > len(migrations) {
 		return db.tooNew(from, len(migrations))
 	}
+	var appID int32
+	if layer != nil {
+		if appID, err = db.migrateLayer(tx, layer); err != nil {
+			return err
+		}
+	}
 	for i := from; i < len(migrations); i++ {
 		err := applyMigration(tx, migrations[i])
 		if err == nil {
@@ -62,15 +69,51 @@ func (db *DB) migrate(ctx context.Context, migrations []Migration) (err error) {
 				ErrMigration, db.path, i, migrationName(migrations[i], i), i, i+1, err)
 		}
 	}
-	if _, err := tx.Exec("PRAGMA user_version = " + strconv.Itoa(len(migrations))); err != nil {
-		return fmt.Errorf("%w: %s: set user_version: %w", ErrMigration, db.path, err)
+	if from < len(migrations) {
+		if _, err := tx.Exec("PRAGMA user_version = " + strconv.Itoa(len(migrations))); err != nil {
+			return fmt.Errorf("%w: %s: set user_version: %w", ErrMigration, db.path, err)
+		}
+	}
+	if layer != nil {
+		// Last: a migration that set application_id does not keep it.
+		if _, err := tx.Exec("PRAGMA application_id = " + strconv.Itoa(int(appID))); err != nil {
+			return fmt.Errorf("%w: %s: set application_id: %w", ErrMigration, db.path, err)
+		}
 	}
 	ok = true
 	if err := tx.end(true); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrMigration, db.path, err)
 	}
 	db.version = len(migrations)
+	if layer != nil {
+		db.appID = appID
+	}
 	return nil
+}
+
+// migrateLayer reads the file's application_id again under the write lock
+// (another process may have migrated it since Open read it) and migrates
+// layer if it still asks for it; it returns the application_id to store.
+func (db *DB) migrateLayer(tx *Tx, layer *Layer) (int32, error) {
+	var id int32
+	if err := tx.QueryRow("PRAGMA application_id").Scan(&id); err != nil {
+		return 0, fmt.Errorf("%w: %s: read application_id: %w", ErrMigration, db.path, err)
+	}
+	pending, err := layer.Check(id)
+	if err != nil {
+		return 0, fmt.Errorf("persistence: open %s: %w", db.path, err)
+	}
+	if !pending {
+		return id, nil
+	}
+	next, err := layer.Migrate(tx, id)
+	if err == nil {
+		err = foreignKeyCheck(tx)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: layer (application_id %#x): %w", ErrMigration, db.path, uint32(id), err)
+	}
+	return next, nil
 }
 
 func applyMigration(tx *Tx, m Migration) error {

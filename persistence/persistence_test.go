@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/fractalrt/fractal/persistence"
@@ -696,26 +697,35 @@ func TestCloseTwiceAndMethodsAfterClose(t *testing.T) {
 }
 
 func TestCloseWakesWaitingBegin(t *testing.T) {
-	db := openTestDB(t, nil)
-	tx, err := db.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan error, 1)
-	go func() {
-		_, err := db.Begin(context.Background())
-		got <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; !errors.Is(err, persistence.ErrClosed) {
-		t.Errorf("waiting Begin = %v, want ErrClosed", err)
-	}
-	if err := tx.Commit(); !errors.Is(err, persistence.ErrClosed) {
-		t.Errorf("Commit after Close = %v, want ErrClosed", err)
-	}
+	// In a bubble, synctest.Wait returns once the second Begin is blocked
+	// waiting for the connection, not before.
+	synctest.Test(t, func(t *testing.T) {
+		db := openTestDB(t, nil)
+		tx, err := db.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			_, err := db.Begin(context.Background())
+			got <- err
+		}()
+		synctest.Wait()
+		select {
+		case err := <-got:
+			t.Fatalf("a second Begin returned (%v) while a transaction was open", err)
+		default:
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-got; !errors.Is(err, persistence.ErrClosed) {
+			t.Errorf("waiting Begin = %v, want ErrClosed", err)
+		}
+		if err := tx.Commit(); !errors.Is(err, persistence.ErrClosed) {
+			t.Errorf("Commit after Close = %v, want ErrClosed", err)
+		}
+	})
 }
 
 func TestCloseRemovesWALFiles(t *testing.T) {

@@ -10,6 +10,38 @@
 //			t.Fatalf("n = %d after restart, want 1", got)
 //		}
 //	}
+//
+// # Time
+//
+// A test of what the runtime times (Context.After, alarms, delivery
+// retries, restart backoff, idle timeouts) passes a fake Clock as
+// actors.Options.Clock and advances it: nothing happens before the test
+// says so, and a minute of the test's time passes in a moment.
+//
+//	clk := actortest.NewClock(time.Time{})
+//	h := actortest.New(t, actors.Options{Kinds: kinds, Clock: clk})
+//	h.MustRequest("t/a", remind{after: time.Minute}) // its handler calls c.After
+//	clk.WaitTimer(t, time.Minute)  // armed once the handler has committed
+//	clk.Advance(time.Minute)       // posts the message before it returns
+//	// a request to t/a made now is handled after the timer's message
+//
+// Advance runs the due callbacks before it returns; what the runtime does
+// in reaction happens on its goroutines afterwards, and it may arm the
+// next timer only then: WaitTimer waits for a timer, and AdvanceUntil
+// advances step by step until a condition holds. Everything timed moves
+// together: an advance past a kind's idle timeout passivates its idle
+// parts (and cancels their plain timers) as the wall clock would.
+//
+// # Waiting for conditions
+//
+// A test waits for what it expects, never for a duration: Eventually and
+// CheckFor poll a condition within a bound (CheckFor reports what was still
+// missing), Poll does so without failing the test, and WaitDelivered waits
+// until parts have delivered every durable message they sent. What a test
+// expects not to happen it checks after something that would have revealed
+// it: a request to the part, which is handled after the messages already
+// in its mailbox, or an advance of the fake clock past the time it would
+// have happened.
 package actortest
 
 import (
@@ -217,21 +249,5 @@ func CheckDir(t testing.TB, dir string) {
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("actortest: walk %s: %v", dir, err)
-	}
-}
-
-// Eventually calls cond until it returns true, failing the test if it has
-// not within Timeout.
-func Eventually(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(Timeout)
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("actortest: condition not met within %v", Timeout)
-		}
-		time.Sleep(delay)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,10 +87,17 @@ func TestCrashKill9(t *testing.T) {
 		delay := time.Duration(rng.IntN(300)) * time.Millisecond
 		var mu sync.Mutex
 		var acks []string
+		var answered atomic.Int64
+		progress := make(chan struct{}, 1)
 		done := make(chan struct{})
 		go func() { // read answers until the child dies
 			defer close(done)
 			for l := range child.lines {
+				answered.Add(1)
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
 				if id, ok := strings.CutPrefix(l, "OK "); ok {
 					mu.Lock()
 					acks = append(acks, id)
@@ -101,6 +109,7 @@ func TestCrashKill9(t *testing.T) {
 			}
 		}()
 		fallback := time.AfterFunc(30*time.Second, child.kill9) // it never answered
+		sent := int64(0)
 		for {
 			from, to := accounts[rng.IntN(len(accounts))], accounts[rng.IntN(len(accounts))]
 			if rng.IntN(8) == 0 {
@@ -113,8 +122,16 @@ func TestCrashKill9(t *testing.T) {
 			if !child.send("T t%d-%d %s %s %d", cycle, seq, from, to, 1+rng.IntN(50)) {
 				break
 			}
-			if seq%16 == 0 {
-				time.Sleep(time.Millisecond) // let answers flow
+			sent++
+			// At most 64 transfers unanswered: each command gets one
+			// answer line, until the child dies.
+			for sent-answered.Load() > 64 {
+				select {
+				case <-progress:
+					continue
+				case <-done:
+				}
+				break
 			}
 		}
 		fallback.Stop()

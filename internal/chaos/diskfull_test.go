@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -206,16 +207,12 @@ func TestDiskFull(t *testing.T) {
 	}
 	freed := time.Now()
 	for _, path := range []string{"d/p0", "d/p3", "d/p7", "d/after-free", "d"} {
-		for {
-			err := write(path, 100)
-			if err == nil {
-				break
+		actortest.CheckFor(t, 30*time.Second-time.Since(freed), 50*time.Millisecond, func() error {
+			if err := write(path, 100); err != nil {
+				return fmt.Errorf("%s: still failing %v after space was freed: %w", path, time.Since(freed).Round(time.Millisecond), err)
 			}
-			if time.Since(freed) > 30*time.Second {
-				t.Fatalf("%s: still failing 30 s after space was freed: %v", path, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	recovered := time.Since(freed)
 	// The durable messages of acknowledged writes, held back while their

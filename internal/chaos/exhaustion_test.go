@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 )
 
 var (
@@ -239,20 +240,16 @@ func TestFloodOneSlowPart(t *testing.T) {
 	}
 	// The accepted messages are all applied (Send is at most once, but
 	// nothing here fails).
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	actortest.CheckFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
 		v, err := sys.Request(ctx, "s/slow", faultAdd{0})
-		if err == nil && v == accepted {
-			break
-		}
 		if err != nil && !errors.Is(err, actors.ErrBackpressure) {
 			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slow part at %v (%v), want %d", v, err, accepted)
+		if err != nil || v != accepted {
+			return fmt.Errorf("slow part at %v (%v), want %d", v, err, accepted)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("flood: sends=%d accepted=%d refused=%d; requests=%d refused=%d; mailbox=%d (bound %d); heap grew %d KiB while full (%d B per queued message); all %d applied",
 		sends, accepted, refused, callers, reqRefused.Load(), queued, bound, grown>>10, grown/int64(max(queued, 1)), accepted)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/internal/unprivileged"
 	"github.com/fractalrt/fractal/persistence"
 	"github.com/fractalrt/fractal/supervisor"
@@ -253,15 +254,11 @@ func TestFileFaults(t *testing.T) {
 	if _, err := sys.Request(ctx, siblings[0], faultForward{To: damagedPaths}); err != nil {
 		t.Fatalf("%s sending durable messages to its damaged siblings: %v", siblings[0], err)
 	}
-	failing := time.Now()
-	for {
-		if n, _ := counterIfAny(t, reg, "fractal_durable_deliveries_total", "outcome", "error"); n >= float64(2*len(faults)) {
-			break
-		}
-		if time.Since(failing) > time.Minute {
-			t.Fatal("the durable messages to the damaged parts were not attempted twice each within a minute")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !actortest.Poll(time.Minute, 20*time.Millisecond, func() bool {
+		n, _ := counterIfAny(t, reg, "fractal_durable_deliveries_total", "outcome", "error")
+		return n >= float64(2*len(faults))
+	}) {
+		t.Fatal("the durable messages to the damaged parts were not attempted twice each within a minute")
 	}
 	failedAttempts := counterValue(t, reg, "fractal_durable_deliveries_total", "outcome", "error")
 

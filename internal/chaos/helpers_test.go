@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
 )
 
@@ -194,8 +195,9 @@ func recoveredCopy(t testing.TB, file string) string {
 func waitDelivered(t testing.TB, sys *actors.System, senders []string, start time.Time, within time.Duration) int {
 	t.Helper()
 	ctx := context.Background()
-	for {
-		left := 0
+	left := 0
+	actortest.Poll(within-time.Since(start), 20*time.Millisecond, func() bool {
+		left = 0
 		for _, p := range senders {
 			n, err := sys.Undelivered(ctx, p)
 			if err != nil {
@@ -203,11 +205,9 @@ func waitDelivered(t testing.TB, sys *actors.System, senders []string, start tim
 			}
 			left += n
 		}
-		if left == 0 || time.Since(start) > within {
-			return left
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return left == 0
+	})
+	return left
 }
 
 // queryStrings runs a query returning one text column (NULL as "").
