@@ -228,6 +228,57 @@ func markRemoved(tx *persistence.Tx, seg string) error {
 	return err
 }
 
+// Reuse lets the path of a deleted part be used again: its next message
+// activates a new part there, with a new, empty file. Until then every
+// message to it gets ErrNoPart. Reusing a path that is not deleted does
+// nothing. A path being deleted is refused with ErrDraining, one that
+// another node serves with ErrRemotePart; from a handler whose call path
+// holds the parent, which lifts the tombstone, with ErrCallCycle.
+//
+// A deleted path stays deleted until Reuse, however long, rather than for
+// a while: a late message (a caller's retry, a durable message redriven
+// from a dead letter, a stale link) then fails loudly instead of quietly
+// creating an empty part, and the parent keeps one row per deleted child
+// where it kept one per child.
+func (s *System) Reuse(ctx context.Context, path string) error {
+	p, err := s.target(path)
+	if err != nil {
+		return err
+	}
+	if !s.servedHere(p) {
+		return fmt.Errorf("actors: reuse: %w: %s", ErrRemotePart, p)
+	}
+	if err := checkDelete(ctx, p, false); err != nil {
+		return err
+	}
+	ctx, done, err := s.deletes.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if s.deleting(p) {
+		return fmt.Errorf("actors: reuse: %w: %s is being deleted", ErrDraining, p)
+	}
+	if !s.parentHasFile(p) {
+		return nil // nothing was ever deleted there
+	}
+	seg := p.Name()
+	if p.Parent().IsRoot() {
+		return s.onGuardian(ctx, func(g *part) error {
+			db, err := g.childrenDB()
+			if err == nil {
+				err = db.Update(context.Background(), func(tx *persistence.Tx) error { return g.reuseTx(tx, seg) })
+			}
+			return err
+		})
+	}
+	_, err = s.ask(ctx, p.Parent(), reuseChild{seg})
+	if errors.Is(err, ErrNoPart) {
+		return nil // an ancestor is deleted
+	}
+	return err
+}
+
 // reuseTx lifts the tombstone of seg, if any, in tx. Whatever is left of
 // the deleted child's files is removed first: an old file must not come
 // back as the new part's.
