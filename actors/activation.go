@@ -65,13 +65,19 @@ func (p *part) open() error {
 
 func (p *part) activate() error {
 	file := p.path.File(p.sys.dir)
-	_, err := os.Stat(file)
+	fi, err := os.Stat(file)
 	existed := err == nil
-	if !existed && p.recorded {
-		// Its parent noted that its file was created: the file is gone.
-		// Starting it empty would lose silently what it acknowledged.
-		return fmt.Errorf("%w: %s: %w: %s (restore it from a backup, or delete the part's row in its parent's %s to start it empty)",
-			ErrActivation, p.path, ErrFileMissing, file, createdTable)
+	if p.recorded && (!existed || fi.Size() == 0) {
+		// Its parent noted that its file was created: the file is gone,
+		// or empty (truncated, or caught half restored), which SQLite
+		// would take for a new database. Starting it empty would lose
+		// silently what it acknowledged.
+		what := "missing"
+		if existed {
+			what = "empty"
+		}
+		return fmt.Errorf("%w: %s: %w (%s): %s (restore it from a backup, or delete the part's row in its parent's %s to start it empty)",
+			ErrActivation, p.path, ErrFileMissing, what, file, createdTable)
 	}
 	if err = p.create(); err != nil {
 		return err

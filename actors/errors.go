@@ -38,8 +38,9 @@ var (
 	ErrActivation = errors.New("actors: part could not be activated")
 
 	// ErrFileMissing is wrapped by the ErrActivation error of a part whose
-	// file is gone although its parent recorded it: it had a file, and
-	// activating it empty would silently lose what it acknowledged.
+	// file is gone, or empty, although its parent recorded it: it had a
+	// file, and activating it empty would silently lose what it
+	// acknowledged.
 	ErrFileMissing = errors.New("actors: part file missing")
 
 	// ErrLocked is returned by Open when another System (in this process or

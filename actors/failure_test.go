@@ -164,6 +164,17 @@ func TestCorruptFileFailsAlone(t *testing.T) {
 	if _, err := h.Request("c/a/y", get{}); !errors.Is(err, actors.ErrFileMissing) {
 		t.Fatalf("request to a part whose file was deleted: %v", err)
 	}
+	// Nor does an empty file (truncated, or caught half restored), which
+	// SQLite would take for a new database; and it stays as it is.
+	if err := os.WriteFile(h.File("c/a/y"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Request("c/a/y", add{1}); !errors.Is(err, actors.ErrFileMissing) {
+		t.Fatalf("request to a part whose file is empty: %v", err)
+	}
+	if fi, err := os.Stat(h.File("c/a/y")); err != nil || fi.Size() != 0 {
+		t.Fatalf("the empty file was written: %v, %v", fi, err)
+	}
 	// Restore a good file: the part recovers at its next message (the
 	// cleanup's integrity check needs a good file too).
 	if err := os.WriteFile(h.File("c/a/y"), good, 0o644); err != nil {
