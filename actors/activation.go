@@ -165,7 +165,9 @@ func (p *part) create() error {
 		// what Activate sent, and what the first replies read, wait for
 		// one. A file opened as it was, whose last writer and parent have
 		// nothing waiting for a sync, is durable as it is.
-		p.handOver(&batch{path: p.path, out: out})
+		b := &batch{path: p.path}
+		p.holdOut(b, out)
+		p.handOver(b)
 	}
 	p.sync.parentUnsynced = false // covered by what was just handed over
 	if p.sys.trace != nil {

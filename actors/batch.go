@@ -239,13 +239,10 @@ func (b *batch) settle(p *part, err error) {
 			lanes = append(lanes, rows[0].lane())
 		}
 		p.ob.failed(p, lanes)
+		p.settleTimers(b, false)
 		return
 	}
-	for _, out := range b.out {
-		if out.timer != nil {
-			p.startTimer(out)
-		}
-	}
+	p.settleTimers(b, true)
 	for _, fn := range b.after {
 		fn()
 	}

@@ -104,7 +104,7 @@ func (p *part) runHeld(env *envelope, b *batch, msg any, sp *persistence.Savepoi
 			}
 		}
 		b.hold(env, reply, nil, outOK)
-		b.out = append(b.out, c.out...)
+		p.holdOut(b, c.out)
 		b.fresh = append(b.fresh, c.durables...)
 		if c.exit {
 			p.exit()

@@ -136,7 +136,7 @@ func (p *part) deliverItem(env *envelope, b *batch, d *delivery, it *deliveryIte
 	if ferr != nil {
 		return fmt.Errorf("actors: %s: recording a durable message: %w", p.path, ferr)
 	}
-	b.out = append(b.out, c.out...)
+	p.holdOut(b, c.out)
 	b.fresh = append(b.fresh, c.durables...)
 	return nil
 }

@@ -10,10 +10,38 @@ import (
 // restart meanwhile).
 type timers struct {
 	pending map[uint64]Timer // at most MaxTimers
+	held    int              // set by handlers whose batches are not durable yet
 	seq     uint64
 }
 
-func (p *part) timerCount() int { return len(p.timers.pending) }
+// timerCount returns the timers set and not fired: armed, or held until
+// their batch is durable (the bound, MaxTimers, counts both).
+func (p *part) timerCount() int { return len(p.timers.pending) + p.timers.held }
+
+// holdOut adds to b the messages a handler sent (Context.Send, After),
+// counting its timers until b settles.
+func (p *part) holdOut(b *batch, out []*envelope) {
+	for _, env := range out {
+		if env.timer != nil {
+			p.timers.held++
+		}
+	}
+	b.out = append(b.out, out...)
+}
+
+// settleTimers arms b's timers once b is durable, or forgets them when it
+// failed.
+func (p *part) settleTimers(b *batch, durable bool) {
+	for _, env := range b.out {
+		if env.timer == nil {
+			continue
+		}
+		p.timers.held--
+		if durable {
+			p.startTimer(env)
+		}
+	}
+}
 
 // startTimer arms the timer env carries, once its handler's batch is
 // durable.
