@@ -1,4 +1,4 @@
-package actors
+package actors_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fractalrt/fractal/actors"
+	"github.com/fractalrt/fractal/actors/actortest"
 	"github.com/fractalrt/fractal/persistence"
 	"github.com/fractalrt/fractal/supervisor"
 )
@@ -28,7 +30,7 @@ type events struct {
 	log []string
 }
 
-func (e *events) add(event string, p Path) {
+func (e *events) add(event string, p actors.Path) {
 	e.mu.Lock()
 	e.log = append(e.log, event+" "+p.Name())
 	e.mu.Unlock()
@@ -67,7 +69,7 @@ func (e *events) wait(t *testing.T, n int, want ...string) {
 	}
 }
 
-func lcHandler(c *Context, msg any) (any, error) {
+func lcHandler(c *actors.Context, msg any) (any, error) {
 	var n int
 	switch msg.(type) {
 	case lcAdd:
@@ -82,23 +84,28 @@ func lcHandler(c *Context, msg any) (any, error) {
 		c.Stop()
 		return "bye", nil
 	}
-	return nil, fmt.Errorf("%w: %T", ErrUnknownMessage, msg)
+	return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
 }
 
 // lifecycleSystem opens a system whose parent "g" supervises its children
 // "g/*" with spec; the children have restart type rt.
-func lifecycleSystem(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType) (*System, *events) {
+func lifecycleSystem(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType) (*actors.System, *events) {
+	return lifecycleSystemClock(t, spec, rt, nil)
+}
+
+// lifecycleSystemClock is lifecycleSystem on clk (nil: the wall clock).
+func lifecycleSystemClock(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType, clk actors.Clock) (*actors.System, *events) {
 	t.Helper()
 	migrations := []persistence.Migration{{SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`}}
 	ev := &events{}
-	s, err := Open(context.Background(), t.TempDir(), Options{Durability: ProcessCrash, Kinds: []Kind{
-		{Name: "group", Pattern: "g", Handler: HandlerFunc(lcHandler), Migrations: migrations, Supervision: spec},
-		{Name: "member", Pattern: "g/*", Handler: HandlerFunc(lcHandler), Migrations: migrations, Restart: rt},
+	s, err := actors.Open(context.Background(), t.TempDir(), actors.Options{Durability: actors.ProcessCrash, Clock: clk, Kinds: []actors.Kind{
+		{Name: "group", Pattern: "g", Handler: actors.HandlerFunc(lcHandler), Migrations: migrations, Supervision: spec},
+		{Name: "member", Pattern: "g/*", Handler: actors.HandlerFunc(lcHandler), Migrations: migrations, Restart: rt},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.trace = ev.add // before any part runs
+	actors.SetTrace(s, ev.add) // before any part runs
 	t.Cleanup(func() {
 		if err := s.Close(context.Background()); err != nil {
 			t.Error(err)
@@ -107,7 +114,7 @@ func lifecycleSystem(t *testing.T, spec supervisor.Spec, rt supervisor.RestartTy
 	return s, ev
 }
 
-func mustRequest(t *testing.T, s *System, path string, msg any) any {
+func mustRequest(t *testing.T, s *actors.System, path string, msg any) any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -139,7 +146,7 @@ func TestGroupRestartOrder(t *testing.T) {
 					mustRequest(t, s, c, lcAdd{})
 				}
 				n := ev.len()
-				if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, ErrPanic) {
+				if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, actors.ErrPanic) {
 					t.Fatalf("run %d: panic answered %v", run, err)
 				}
 				ev.wait(t, n, tc.want...)
@@ -158,26 +165,32 @@ func TestGroupRestartOrder(t *testing.T) {
 }
 
 // TestGroupRestartHoldsMessages: messages sent to the group's members while
-// the restart runs (one_for_all, with a backoff delay so that they arrive
-// between the stops and the starts) are handled by the new incarnations,
-// each once.
+// the restart runs (one_for_all, with a backoff delay on a fake clock, so
+// that they are sent between the stops and the starts) are handled by the
+// new incarnations, each once.
 func TestGroupRestartHoldsMessages(t *testing.T) {
-	spec := supervisor.Spec{Strategy: supervisor.OneForAll, Intensity: 100, Period: time.Minute,
-		Backoff: supervisor.Backoff{Initial: 100 * time.Millisecond, Max: 100 * time.Millisecond, Multiplier: 1}}
-	s, ev := lifecycleSystem(t, spec, supervisor.Permanent)
+	spec := supervisor.Spec{Strategy: supervisor.OneForAll, Intensity: 100, Period: time.Hour,
+		Backoff: supervisor.Backoff{Initial: time.Minute, Max: time.Minute, Multiplier: 1}}
+	clk := actortest.NewClock(time.Time{})
+	s, ev := lifecycleSystemClock(t, spec, supervisor.Permanent, clk)
 	for _, c := range []string{"g", "g/a", "g/b", "g/c"} {
 		mustRequest(t, s, c, lcAdd{})
 	}
 	n := ev.len()
-	if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, ErrPanic) {
+	if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, actors.ErrPanic) {
 		t.Fatalf("panic answered %v", err)
 	}
 	ev.wait(t, n, "close b", "close c", "close a")
+	clk.WaitTimer(t, time.Minute) // the plan waits for its delay
 	for _, c := range []string{"g/a", "g/b", "g/c"} {
 		if err := s.Send(c, lcAdd{}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if got := ev.since(n); len(got) != 3 {
+		t.Fatalf("events %v before the delay passed", got)
+	}
+	clk.Advance(time.Minute)
 	ev.wait(t, n, "close b", "close c", "close a", "open a", "open b", "open c")
 	for _, c := range []string{"g/a", "g/b", "g/c"} {
 		if v := mustRequest(t, s, c, lcRead{}); v != 2 {
@@ -208,7 +221,7 @@ func TestNormalExit(t *testing.T) {
 			}
 			ev.wait(t, n, tc.want...)
 			if tc.rt != supervisor.Permanent {
-				waitFor(t, func() bool { return !s.Active("g/a") }, "g/a inactive after its normal exit")
+				actortest.Eventually(t, func() bool { return !s.Active("g/a") })
 				if got := ev.since(n); strings.Join(got, ",") != "close a" {
 					t.Fatalf("events %v: a %s part was started again after a normal exit", got, tc.rt)
 				}
@@ -257,27 +270,15 @@ func TestTemporaryFailureNotRestarted(t *testing.T) {
 	s, ev := lifecycleSystem(t, supervisor.Spec{Strategy: supervisor.OneForOne, Intensity: 100, Period: time.Minute}, supervisor.Temporary)
 	mustRequest(t, s, "g/a", lcAdd{})
 	n := ev.len()
-	if _, err := s.Request(context.Background(), "g/a", lcPanic{}); !errors.Is(err, ErrPanic) {
+	if _, err := s.Request(context.Background(), "g/a", lcPanic{}); !errors.Is(err, actors.ErrPanic) {
 		t.Fatalf("panic answered %v", err)
 	}
 	ev.wait(t, n, "close a")
-	waitFor(t, func() bool { return !s.Active("g/a") }, "g/a inactive after its failure")
+	actortest.Eventually(t, func() bool { return !s.Active("g/a") })
 	if got := ev.since(n); len(got) != 1 || s.Stats().Restarts != 0 {
 		t.Fatalf("events %v, %d restarts: a temporary part was restarted", got, s.Stats().Restarts)
 	}
 	if v := mustRequest(t, s, "g/a", lcAdd{}); v != 2 {
 		t.Fatalf("g/a counts %v, want 2", v)
-	}
-}
-
-// waitFor waits until cond holds, failing after a minute.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
