@@ -71,13 +71,13 @@ func callHarness(t *testing.T) *actortest.Harness {
 			if next == nil {
 				next = get{}
 			}
+			start := time.Now() // before the deadline's clock starts
 			ctx := c.Context()
 			if m.Timeout > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(context.Background(), m.Timeout)
 				defer cancel()
 			}
-			start := time.Now()
 			reply, err := sys.Request(ctx, m.To, next)
 			took := time.Since(start)
 			if m.Asked != nil {
