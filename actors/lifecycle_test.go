@@ -53,19 +53,16 @@ func (e *events) len() int {
 // order), failing when they go elsewhere or take longer than a minute.
 func (e *events) wait(t *testing.T, n int, want ...string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		got := e.since(n)
+	var got []string
+	done := actortest.Poll(time.Minute, time.Millisecond, func() bool {
+		got = e.since(n)
 		if len(got) > len(want) || !slices.Equal(got, want[:len(got)]) {
 			t.Fatalf("events %v, want %v", got, want)
 		}
-		if len(got) == len(want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("events %v after a minute, want %v", got, want)
-		}
-		time.Sleep(time.Millisecond)
+		return len(got) == len(want)
+	})
+	if !done {
+		t.Fatalf("events %v after a minute, want %v", got, want)
 	}
 }
 
