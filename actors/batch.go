@@ -15,15 +15,12 @@ import (
 // under a savepoint; commit ends it; once the commit is durable (at once,
 // or after the barrier's next sync), release answers the held replies and
 // sends the held messages, on whatever goroutine learnt it, and settle runs
-// the part's own hooks on the part's goroutine: timers set by its handlers,
-// alarm index updates (after), and the durable messages it stored or
-// whose deliveries it settled (sends, fresh, settled). A batch that failed
-// (its commit, the sync, the fence) answers every reply with the error,
-// sends nothing, and settle tells the outbox which lanes to pump again.
-//
-// It has more than 15 fields because it is what the output gate holds
-// for every component that hooks into a commit (replies, sends, timers,
-// alarms, durable deliveries); each group is commented.
+// the hooks of the components on the part's goroutine: the timers set by
+// its handlers (timers.go), the durable messages it stored or whose
+// deliveries it settled (ob, lanes.go), and onDurable (alarm index
+// entries, deletions). A batch that failed (its commit, the sync, the
+// fence) answers every reply with the error, sends nothing, drops its
+// timers and tells the outbox which lanes to pump again.
 type batch struct {
 	path    Path
 	tx      *persistence.Tx // nil for what Activate sent (see handOver)
@@ -33,16 +30,15 @@ type batch struct {
 	replies []heldReply // released after the commit (the output gate)
 	out     []*envelope // sent after the commit; timers (envelope.timer) are set by settle
 
-	sends   [][]outRow // durable deliveries (rows of one lane each, which they hold), sent once it is durable
-	settled []string   // lanes p holds whose attempt's outcome this batch recorded (see outbox.failed)
-	fresh   []outRow   // durable messages it stored: sent once it is durable, when their lanes are free
+	runtime int // of n, the runtime's own messages (see holdRuntime)
 
-	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
-	runtime            int   // of n, the runtime's own messages (see holdRuntime)
+	// Components hook into the batch: what it means for them that it is
+	// durable, or failed, runs on the part's goroutine in settle.
+	ob        outboxBatch // durable messages (lanes.go)
+	onDurable []func()    // anything else, once it is durable (alarm index entries, deletions)
 
 	rolledBack bool         // its only message failed: nothing to commit
 	err        error        // what release answered the replies with, if not nil
-	after      []func()     // run once the batch is durable (alarm index updates)
 	km         *kindMetrics // nil without metrics
 }
 
@@ -221,54 +217,32 @@ func (b *batch) release(s *System, err error, failed outcome) {
 }
 
 // settle runs, on p's goroutine, what b's durability (or its failure)
-// means for p: the timers its handlers set, the alarm index entries, and
-// the durable messages it stored, sent or settled. err is b's outcome as
-// release saw it.
+// means for the components hooked into it: the timers its handlers set,
+// the durable messages it stored, sent or settled, and its onDurable
+// hooks. err is b's outcome as release saw it.
 func (b *batch) settle(p *part, err error) {
 	if err == nil {
 		err = b.err
 	}
 	if err != nil {
-		// Nothing of this batch happened: the lanes whose deliveries it
-		// took or whose outcomes it recorded are pumped again, from the
-		// file, after a backoff that grows while batches keep failing
-		// (a full disk). Without that they would wait for the alarm
-		// index's lease (alarmLease).
-		lanes := b.settled
-		for _, rows := range b.sends {
-			lanes = append(lanes, rows[0].lane())
-		}
-		p.ob.failed(p, lanes)
 		p.settleTimers(b, false)
+		p.ob.batchFailed(p, &b.ob)
 		return
 	}
 	p.settleTimers(b, true)
-	for _, fn := range b.after {
+	for _, fn := range b.onDurable {
 		fn()
 	}
-	if b.maxFresh > p.ob.durable {
-		p.ob.durable = b.maxFresh // batches settle in commit order
-	}
-	if len(b.sends) > 0 || len(b.settled) > 0 {
-		p.ob.succeeded()
-	}
-	for _, rows := range b.sends {
-		p.send(rows)
-	}
-	for _, r := range b.fresh {
-		if !r.behind && p.ob.claim(&r) {
-			p.send([]outRow{r})
-		} // else it follows the older messages of its lane, when that moves on
-	}
+	p.ob.batchDurable(p, &b.ob)
 }
 
 // orphaned is settle for a batch whose part stopped before it could be
-// told: its in-memory hooks (timers, lanes in flight) went with it, and
-// its next incarnation starts again from the file. What concerns the
-// System (the alarm index) still runs, here.
+// told: its in-memory state (timers, lanes in flight) went with it, and
+// its next incarnation starts again from the file. The onDurable hooks,
+// which concern the System (the alarm index), still run, here.
 func (b *batch) orphaned(err error) {
 	if err == nil && b.err == nil {
-		for _, fn := range b.after {
+		for _, fn := range b.onDurable {
 			fn()
 		}
 	}

@@ -145,7 +145,7 @@ func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.fresh = append(b.fresh, rb)
+		b.ob.fresh = append(b.ob.fresh, rb)
 		return nil, nil
 	case "redrive":
 		// Outside its lane: the receiver handles it only if it skipped its
@@ -156,7 +156,7 @@ func (p *part) deadLetterOp(b *batch, m deadLetterOp) (any, error) {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) RETURNING id`, r.dest, r.epoch, r.seq, r.kind, r.ref, r.name, r.body, r.created, now).Scan(&id); err != nil {
 			return nil, err
 		}
-		b.stored(id)
+		b.ob.stored(id)
 		if err := p.ob.index(p); err != nil {
 			return nil, err
 		}

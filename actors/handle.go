@@ -105,7 +105,7 @@ func (p *part) runHeld(env *envelope, b *batch, msg any, sp *persistence.Savepoi
 		}
 		b.hold(env, reply, nil, outOK)
 		p.holdOut(b, c.out)
-		b.fresh = append(b.fresh, c.durables...)
+		b.ob.fresh = append(b.ob.fresh, c.durables...)
 		if c.exit {
 			p.exit()
 		}
@@ -150,7 +150,7 @@ func (w alarmWake) runIn(p *part, env *envelope, b *batch) {
 			err = rerr
 		}
 		if err == nil {
-			b.after = append(b.after, func() { p.settleAlarm(w.Name, due) })
+			b.onDurable = append(b.onDurable, func() { p.settleAlarm(w.Name, due) })
 		}
 		o := outOK
 		if err != nil {
@@ -173,7 +173,7 @@ func (w alarmWake) runIn(p *part, env *envelope, b *batch) {
 		if aerr != nil {
 			p.logger().Error("alarm bookkeeping", "alarm", alarm.Name, "err", aerr) // the index lease retries it
 		} else {
-			b.after = append(b.after, func() { p.settleAlarm(alarm.Name, due) })
+			b.onDurable = append(b.onDurable, func() { p.settleAlarm(alarm.Name, due) })
 		}
 	})
 }

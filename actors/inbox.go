@@ -137,7 +137,7 @@ func (p *part) deliverItem(env *envelope, b *batch, d *delivery, it *deliveryIte
 		return fmt.Errorf("actors: %s: recording a durable message: %w", p.path, ferr)
 	}
 	p.holdOut(b, c.out)
-	b.fresh = append(b.fresh, c.durables...)
+	b.ob.fresh = append(b.ob.fresh, c.durables...)
 	return nil
 }
 

@@ -301,7 +301,7 @@ func (p *part) pump(b *batch, lane string) error {
 			p.ob.retryAt(p, h.lane(), time.Unix(0, rows[0].nextAt))
 			continue
 		}
-		b.sends = append(b.sends, rows)
+		b.ob.sends = append(b.ob.sends, rows)
 	}
 	return nil
 }
@@ -369,7 +369,7 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	lane := m.rows[0].lane()
 	mine := p.ob.holder(lane) == m.rows[0].id // else an attempt of an earlier incarnation
 	if mine {
-		b.settled = append(b.settled, lane)
+		b.ob.settled = append(b.ob.settled, lane)
 	}
 	if m.err == nil {
 		p.countDelivery("ok", m.took)
@@ -383,7 +383,7 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 				return p.pump(b, "")
 			}
 		}
-		n := len(b.sends)
+		n := len(b.ob.sends)
 		if err := p.pump(b, lane); err != nil {
 			return err
 		}
@@ -423,15 +423,56 @@ func (p *part) settleDelivery(b *batch, m outboxResult) error {
 	return nil
 }
 
-// stored notes that b stored outbox row id.
-func (b *batch) stored(id int64) {
+// An outboxBatch is what a batch holds for the durable messages: the
+// component's hook into the batch (see batch.settle).
+type outboxBatch struct {
+	sends   [][]outRow // deliveries (rows of one lane each, which they hold), sent once it is durable
+	settled []string   // lanes p holds whose attempt's outcome the batch recorded (see outbox.failed)
+	fresh   []outRow   // durable messages it stored: sent once it is durable, when their lanes are free
+
+	minFresh, maxFresh int64 // the outbox rows it stored, 0 if none (see sendDurableNow)
+}
+
+// stored notes that the batch stored outbox row id.
+func (b *outboxBatch) stored(id int64) {
 	if b.minFresh == 0 || id < b.minFresh {
 		b.minFresh = id
 	}
 	b.maxFresh = max(b.maxFresh, id)
 }
 
-// sendDurableNow sends at once, of the deliveries b.sends[from:], the rows
+// batchDurable sends, once b's batch is durable, the deliveries it took
+// and the messages it stored whose lanes are free.
+func (ob *outbox) batchDurable(p *part, b *outboxBatch) {
+	if b.maxFresh > ob.durable {
+		ob.durable = b.maxFresh // batches settle in commit order
+	}
+	if len(b.sends) > 0 || len(b.settled) > 0 {
+		ob.succeeded()
+	}
+	for _, rows := range b.sends {
+		p.send(rows)
+	}
+	for _, r := range b.fresh {
+		if !r.behind && ob.claim(&r) {
+			p.send([]outRow{r})
+		} // else it follows the older messages of its lane, when that moves on
+	}
+}
+
+// batchFailed: nothing of b's batch happened. The lanes whose deliveries
+// it took or whose outcomes it recorded are pumped again, from the file,
+// after a backoff that grows while batches keep failing (a full disk).
+// Without that they would wait for the alarm index's lease (alarmLease).
+func (ob *outbox) batchFailed(p *part, b *outboxBatch) {
+	lanes := b.settled
+	for _, rows := range b.sends {
+		lanes = append(lanes, rows[0].lane())
+	}
+	ob.failed(p, lanes)
+}
+
+// sendDurableNow sends at once, of the deliveries b.ob.sends[from:], the rows
 // that are durable already: stored by a batch that has been released (after
 // its commit and sync). The next messages of a lane then leave as soon as
 // the previous ones are acknowledged, without waiting for b's own commit
@@ -440,10 +481,10 @@ func (b *batch) stored(id int64) {
 // that are not durable yet wait for the next round of their lane.
 func (p *part) sendDurableNow(b *batch, from int) {
 	durable := p.ob.durable
-	kept := b.sends[:from]
-	for _, rows := range b.sends[from:] {
+	kept := b.ob.sends[:from]
+	for _, rows := range b.ob.sends[from:] {
 		n := 0
-		for n < len(rows) && rows[n].id <= durable && (b.minFresh == 0 || rows[n].id < b.minFresh) {
+		for n < len(rows) && rows[n].id <= durable && (b.ob.minFresh == 0 || rows[n].id < b.ob.minFresh) {
 			n++
 		}
 		if n == 0 {
@@ -452,7 +493,7 @@ func (p *part) sendDurableNow(b *batch, from int) {
 			p.send(rows[:n])
 		}
 	}
-	b.sends = kept
+	b.ob.sends = kept
 }
 
 func (p *part) countDelivery(outcome string, took time.Duration) {

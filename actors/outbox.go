@@ -118,7 +118,7 @@ func (p *part) enqueue(tx *persistence.Tx, r outRow) (outRow, error) {
 		return r, err
 	}
 	if b := p.batch; b != nil {
-		b.stored(r.id)
+		b.ob.stored(r.id)
 	}
 	if newLane {
 		// The row's id is larger than every id before it (AUTOINCREMENT),

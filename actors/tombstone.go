@@ -400,9 +400,9 @@ func (p *part) deleteWake(env *envelope, b *batch) {
 		b.holdRuntime(env, nil, fmt.Errorf("actors: %s: %w", p.path, err), outError)
 		return
 	case due.IsZero():
-		b.after = append(b.after, func() { p.settleAlarm(deleteAlarm, time.Time{}) })
+		b.onDurable = append(b.onDurable, func() { p.settleAlarm(deleteAlarm, time.Time{}) })
 	default:
-		b.after = append(b.after, func() { p.sys.deleteLater(p.path) })
+		b.onDurable = append(b.onDurable, func() { p.sys.deleteLater(p.path) })
 	}
 	b.holdRuntime(env, nil, nil, outOK)
 }
