@@ -178,7 +178,7 @@ func TestGroupRestartHoldsMessages(t *testing.T) {
 		t.Fatalf("panic answered %v", err)
 	}
 	ev.wait(t, n, "close b", "close c", "close a")
-	clk.WaitTimer(t, time.Minute) // the plan waits for its delay
+	clk.WaitTimerAt(t, time.Minute) // the plan waits for its delay
 	for _, c := range []string{"g/a", "g/b", "g/c"} {
 		if err := s.Send(c, lcAdd{}); err != nil {
 			t.Fatal(err)

@@ -161,15 +161,41 @@ func (c *Clock) WaitTimer(t testing.TB, d time.Duration) {
 	}
 }
 
+// WaitTimerAt waits until a timer due exactly d after Now is pending,
+// failing the test if none is within Timeout (of the wall clock). Unlike
+// WaitTimer, it is not satisfied by the runtime's own periodic timers (the
+// passivator's and the alarm waker's ticks, due within a second): use it
+// to wait for a timer of a known delay longer than those.
+func (c *Clock) WaitTimerAt(t testing.TB, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	if err := c.BlockUntilDueAt(ctx, d); err != nil {
+		t.Fatalf("actortest: %v", err)
+	}
+}
+
 // BlockUntilDue is WaitTimer for code without a testing.TB: it returns
 // once a timer due within d of Now is pending, or an error when ctx ends
 // first.
 func (c *Clock) BlockUntilDue(ctx context.Context, d time.Duration) error {
+	return c.blockUntil(ctx, fmt.Sprintf("due within %v", d), func(due, now time.Time) bool { return !due.After(now.Add(d)) })
+}
+
+// BlockUntilDueAt is WaitTimerAt for code without a testing.TB: it returns
+// once a timer due exactly d after Now is pending, or an error when ctx
+// ends first.
+func (c *Clock) BlockUntilDueAt(ctx context.Context, d time.Duration) error {
+	return c.blockUntil(ctx, fmt.Sprintf("due at %v", d), func(due, now time.Time) bool { return due.Equal(now.Add(d)) })
+}
+
+// blockUntil returns once a pending timer's due time satisfies match.
+func (c *Clock) blockUntil(ctx context.Context, what string, match func(due, now time.Time) bool) error {
 	for {
 		c.mu.Lock()
 		due := false
 		for _, ft := range c.timers {
-			if !ft.due.After(c.now.Add(d)) {
+			if match(ft.due, c.now) {
 				due = true
 				break
 			}
@@ -182,7 +208,7 @@ func (c *Clock) BlockUntilDue(ctx context.Context, d time.Duration) error {
 		select {
 		case <-armed:
 		case <-ctx.Done():
-			return fmt.Errorf("no timer due within %v armed (%d pending): %w", d, n, ctx.Err())
+			return fmt.Errorf("no timer %s armed (%d pending): %w", what, n, ctx.Err())
 		}
 	}
 }

@@ -177,6 +177,29 @@ func TestClockWaitTimer(t *testing.T) {
 	})
 }
 
+// WaitTimerAt waits for a timer due exactly then: not for an earlier one
+// (the runtime's periodic ticks), nor a later one.
+func TestClockWaitTimerAt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := actortest.NewClock(time.Time{})
+		clk.AfterFunc(time.Second, func() {})
+		clk.AfterFunc(time.Hour, func() {})
+		returned := make(chan struct{})
+		go func() {
+			clk.WaitTimerAt(t, time.Minute)
+			close(returned)
+		}()
+		synctest.Wait()
+		select {
+		case <-returned:
+			t.Fatal("WaitTimerAt(1m) returned for timers due in a second and in an hour")
+		default:
+		}
+		clk.AfterFunc(time.Minute, func() {})
+		<-returned
+	})
+}
+
 // The clock is safe for concurrent use: arming, stopping and advancing
 // from several goroutines (run under the race detector).
 func TestClockConcurrentUse(t *testing.T) {

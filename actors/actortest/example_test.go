@@ -64,7 +64,7 @@ func ExampleClock() {
 		log.Fatal(err)
 	}
 	// The timer is armed once the handler's transaction has committed.
-	if err := clk.BlockUntilDue(ctx, time.Minute); err != nil {
+	if err := clk.BlockUntilDueAt(ctx, time.Minute); err != nil {
 		log.Fatal(err)
 	}
 	clk.Advance(59 * time.Second)
