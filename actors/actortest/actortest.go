@@ -21,13 +21,15 @@
 //	clk := actortest.NewClock(time.Time{})
 //	h := actortest.New(t, actors.Options{Kinds: kinds, Clock: clk})
 //	h.MustRequest("t/a", remind{after: time.Minute}) // its handler calls c.After
-//	clk.WaitTimer(t, time.Minute)  // armed once the handler has committed
-//	clk.Advance(time.Minute)       // posts the message before it returns
+//	clk.WaitTimerAt(t, time.Minute) // armed once the handler has committed
+//	clk.Advance(time.Minute)        // posts the message before it returns
 //	// a request to t/a made now is handled after the timer's message
 //
 // Advance runs the due callbacks before it returns; what the runtime does
 // in reaction happens on its goroutines afterwards, and it may arm the
-// next timer only then: WaitTimer waits for a timer, and AdvanceUntil
+// next timer only then: WaitTimer waits for a timer due within a delay,
+// WaitTimerAt for one due exactly then (not the runtime's own 1 s ticks),
+// and AdvanceUntil
 // advances step by step until a condition holds. Everything timed moves
 // together: an advance past a kind's idle timeout passivates its idle
 // parts (and cancels their plain timers) as the wall clock would.
