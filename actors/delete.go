@@ -457,14 +457,7 @@ func (s *System) ask(ctx context.Context, to Path, msg any) (any, error) {
 	env := &envelope{to: to, msg: msg, ctx: ctx, reply: make(chan result, 1)}
 	s.inflight.add()
 	s.deliverHere(env)
-	select {
-	case r := <-env.reply:
-		return r.val, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.done:
-		return nil, ErrClosed
-	}
+	return s.await(ctx, env)
 }
 
 // deliverHere is deliver for the runtime's own messages to parts of this

@@ -57,6 +57,12 @@ func (s *System) Request(ctx context.Context, path string, msg any) (any, error)
 		return nil, ErrClosed
 	}
 	s.deliver(env)
+	return s.await(ctx, env)
+}
+
+// await waits for the reply to env, which was sent with a reply channel,
+// until ctx ends or the System closes.
+func (s *System) await(ctx context.Context, env *envelope) (any, error) {
 	select {
 	case r := <-env.reply:
 		return r.val, r.err
