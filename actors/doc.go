@@ -173,7 +173,12 @@
 // deadline, as an OTP call does: a request made with another context than
 // the handler's (context.Background()), and two requests that cross on
 // separate paths (a, handling one call, requests b while b, handling
-// another, requests a).
+// another, requests a). Nor is a wait that group commit hides: when r's
+// request to p has been handled but its reply is held in p's open batch,
+// a later message of that batch whose handler requests r waits, because r
+// still waits for its reply, which leaves only when the batch commits.
+// Prefer Context.Call (durable, asynchronous) between parts that may call
+// each other.
 //
 // # Durable messages
 //
