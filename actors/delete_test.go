@@ -37,7 +37,7 @@ func deleteHandler(down *downParts, attempts *atomic.Int64) actors.HandlerFunc {
 			if _, ok := down.m.Load(c.Path().String()); ok {
 				return nil, errDown
 			}
-			return counterHandler(c, add{m.N})
+			return counterHandler(c, add(m))
 		case dSend:
 			for _, n := range m.N {
 				if err := c.SendDurable(m.To, dAdd{n}); err != nil {
