@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -77,10 +78,32 @@ func StartTLS(ctx context.Context, dir string, n int, files TLSFiles) (*Cluster,
 	})
 }
 
+// startAttempts bounds the starts tried when a port chosen free was taken
+// before a member could bind it (see start).
+const startAttempts = 5
+
+// start starts the members. A free port is found by listening on port 0
+// and closing the listener, so another process (or an outgoing connection
+// given that ephemeral port) may take it before the member binds it: such
+// a start is abandoned and tried again with new ports, in a new directory,
+// up to startAttempts times.
 func start(ctx context.Context, dir string, n int, tlsInfo *transport.TLSInfo) (*Cluster, error) {
 	if n < 1 {
 		return nil, errors.New("etcdlocal: at least one member")
 	}
+	for attempt := 1; ; attempt++ {
+		adir := dir
+		if attempt > 1 {
+			adir = filepath.Join(dir, fmt.Sprintf("attempt%d", attempt))
+		}
+		c, err := startOnce(ctx, adir, n, tlsInfo)
+		if err == nil || attempt == startAttempts || !errors.Is(err, syscall.EADDRINUSE) {
+			return c, err
+		}
+	}
+}
+
+func startOnce(ctx context.Context, dir string, n int, tlsInfo *transport.TLSInfo) (*Cluster, error) {
 	peers := make([]url.URL, n)
 	clients := make([]url.URL, n)
 	for i := range n {
