@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -98,29 +96,6 @@ type Options struct {
 	// migrates it in the same transaction as Migrations. A read-only Open
 	// checks it and migrates nothing.
 	Layer *Layer
-}
-
-// A Layer is a schema that a library keeps in files whose main schema
-// ([Options.Migrations], versioned by PRAGMA user_version) belongs to its
-// caller: the actors runtime keeps its own tables in every part's file
-// this way. Its state is the one other integer of the database header
-// that SQLite leaves to applications, PRAGMA application_id (32 bits),
-// whose meaning the layer decides: reading it costs no page beyond the
-// header, and storing it costs no page at all.
-type Layer struct {
-	// Check is called with the file's application_id before anything
-	// is written to the file. It reports whether Migrate must run; an
-	// error refuses the file, which is then left untouched, as a file
-	// newer than Migrations is (it should wrap [ErrSchemaTooNew] when
-	// the file was written by a newer program).
-	Check func(id int32) (migrate bool, err error)
-	// Migrate brings the layer up to date in Open's migration
-	// transaction, before the pending Migrations. It is called with
-	// the application_id read again under the write lock (and only if
-	// Check, called again with it, still asks for it) and returns the
-	// new one, which is written once the Migrations have run. It must
-	// not end tx.
-	Migrate func(tx *Tx, id int32) (int32, error)
 }
 
 // DB is one SQLite database file, accessed through a single connection. It
@@ -431,15 +406,6 @@ func (db *DB) userVersion(ctx context.Context) (int, error) {
 	return v, nil
 }
 
-// applicationID reads PRAGMA application_id.
-func (db *DB) applicationID(ctx context.Context) (int32, error) {
-	var v int32
-	if err := db.conn.QueryRowContext(ctx, "PRAGMA application_id").Scan(&v); err != nil {
-		return 0, fmt.Errorf("persistence: open %s: read application_id: %w", db.path, db.classify(err))
-	}
-	return v, nil
-}
-
 func (db *DB) tooNew(version, known int) error {
 	return fmt.Errorf("%w: %s is at schema version %d, this program knows versions up to %d",
 		ErrSchemaTooNew, db.path, version, known)
@@ -536,11 +502,6 @@ func (db *DB) WroteAtOpen() bool { return db.wroteAtOpen }
 // version found in the file. It keeps working after Close.
 func (db *DB) Version() int { return db.version }
 
-// ApplicationID returns the file's PRAGMA application_id as it was once
-// Open had migrated [Options.Layer]; without a Layer it is not read, and
-// is 0. It keeps working after Close.
-func (db *DB) ApplicationID() int32 { return db.appID }
-
 // acquire takes the connection slot, waiting for the current transaction
 // to end. It fails with ctx's error or with ErrClosed.
 func (db *DB) acquire(ctx context.Context) error {
@@ -595,53 +556,6 @@ func (db *DB) checkpointLocked(ctx context.Context) error {
 	return nil
 }
 
-// maxIntegrityProblems bounds the problems IntegrityCheck reports.
-const maxIntegrityProblems = 10
-
-// IntegrityCheck runs PRAGMA integrity_check on the file. It returns nil
-// when SQLite answers "ok", and otherwise an error wrapping [ErrCorrupt]
-// that lists the first problems found. It waits for the current transaction
-// to end.
-func (db *DB) IntegrityCheck(ctx context.Context) error {
-	if err := db.acquire(ctx); err != nil {
-		return wrapAcquire("integrity check", err)
-	}
-	defer db.release()
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if db.closed.Load() {
-		return ErrClosed
-	}
-
-	rows, err := db.conn.QueryContext(ctx, "PRAGMA integrity_check("+strconv.Itoa(maxIntegrityProblems)+")")
-	if err != nil {
-		return fmt.Errorf("persistence: integrity check %s: %w", db.path, db.classify(err))
-	}
-	defer rows.Close()
-	var problems []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return fmt.Errorf("persistence: integrity check %s: %w", db.path, db.classify(err))
-		}
-		for _, line := range strings.Split(s, "\n") {
-			if line = strings.TrimSpace(line); line != "" && len(problems) < maxIntegrityProblems {
-				problems = append(problems, line)
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("persistence: integrity check %s: %w", db.path, db.classify(err))
-	}
-	if len(problems) == 1 && problems[0] == "ok" {
-		return nil
-	}
-	if len(problems) == 0 {
-		return fmt.Errorf("%w: %s: integrity check returned no result", ErrCorrupt, db.path)
-	}
-	return fmt.Errorf("%w: %s: %s", ErrCorrupt, db.path, strings.Join(problems, "; "))
-}
-
 // Close ends the DB. If a transaction is open it is rolled back first;
 // unless the DB is read-only, the write-ahead log is then checkpointed and
 // truncated, and the connection closed, which lets SQLite remove the -wal
@@ -650,25 +564,6 @@ func (db *DB) IntegrityCheck(ctx context.Context) error {
 // concurrently (with itself and with [DB.CloseKeepLog]): only the first call
 // does the work, the others return nil at once.
 func (db *DB) Close() error { return db.close(false) }
-
-// CloseKeepLog ends the DB like [DB.Close], but leaves the write-ahead log
-// and its shared-memory index (the -wal and -shm files) beside the database
-// file, so that the next Open of the file neither creates them again nor
-// syncs a new log header at its first write: it is the close of a file that
-// is expected to be opened again soon.
-//
-// The log is checkpointed first (PRAGMA wal_checkpoint(PASSIVE): every
-// commit is copied into the database file, the log synced before and the
-// database file after), and kept with at least one and at most 16 frames
-// and 1 MiB: a longer log is truncated and started again, an empty one is
-// given one frame. If another connection reads an old snapshot, the log is
-// left as it is rather than waited for, and the commits it holds stay in
-// it. Other connections read such a file, log included, as a live one; see
-// "Closing and reopening" in the package documentation for what this means
-// for tools. For a read-only DB, CloseKeepLog is Close. Like Close, it is
-// safe to call more than once, and after it every method returns
-// [ErrClosed].
-func (db *DB) CloseKeepLog() error { return db.close(true) }
 
 func (db *DB) close(keepLog bool) error {
 	if !db.closed.CompareAndSwap(false, true) {
@@ -707,187 +602,6 @@ func (db *DB) close(keepLog bool) error {
 		return fmt.Errorf("persistence: close %s: %w", db.path, errors.Join(errs...))
 	}
 	return nil
-}
-
-// Bounds on the write-ahead log that CloseKeepLog leaves behind. The next
-// Open reads every frame of the log to rebuild its index (a few
-// microseconds each), and the next close copies them all into the database
-// file again, so the log is kept short: beyond keepLogMaxFrames frames, or
-// keepLogMaxBytes on disk (a large transaction, or a log that SQLite
-// restarted without truncating it), it is truncated and started again.
-const (
-	keepLogMaxFrames = 16
-	keepLogMaxBytes  = 1 << 20
-)
-
-// keepLogLocked prepares the connection's close for CloseKeepLog: SQLite is
-// told to keep the log and its index, the log is checkpointed, and it is
-// left with at least one frame.
-//
-// Why at least one frame: after a complete checkpoint, the next transaction
-// that writes starts the log again from its beginning, and SQLite syncs the
-// new log header before writing the first frame after it (even with
-// synchronous=NORMAL). When the connection closes with a non-empty log, the
-// next Open rebuilds the log's index from the frames and counts none of them
-// as checkpointed, so its first write appends to the log instead: no sync.
-// A log that is empty or too long is therefore started again here, at close,
-// with one frame that rewrites the schema version with its own value.
-func (db *DB) keepLogLocked() error {
-	ctx := context.Background()
-	err := db.conn.Raw(func(dc any) error {
-		fc, ok := dc.(sqlite.FileControl)
-		if !ok {
-			return fmt.Errorf("driver connection %T has no file control", dc)
-		}
-		_, err := fc.FileControlPersistWAL("main", 1)
-		return err
-	})
-	if err != nil {
-		// SQLite will remove the log at close: close as Close does.
-		return errors.Join(fmt.Errorf("keep the log: %w", err), db.checkpointLocked(ctx))
-	}
-	var busy, logFrames, copied int
-	if err := db.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied); err != nil {
-		return fmt.Errorf("checkpoint: %w", db.classify(err))
-	}
-	if busy != 0 || copied < logFrames {
-		// Another connection reads an old snapshot: leave the log as
-		// it is rather than wait for it.
-		return nil
-	}
-	var walSize int64
-	if fi, err := os.Stat(db.path + "-wal"); err == nil {
-		walSize = fi.Size()
-	}
-	if logFrames > 0 && logFrames <= keepLogMaxFrames && walSize <= keepLogMaxBytes {
-		return nil
-	}
-	if err := db.checkpointLocked(ctx); err != nil {
-		return err
-	}
-	return db.seedLogLocked(ctx)
-}
-
-// seedLogLocked starts an empty log with one frame (see keepLogLocked): a
-// transaction that sets the schema version to the value it has.
-func (db *DB) seedLogLocked(ctx context.Context) (err error) {
-	if _, err := db.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("restart the log: %w", db.classify(err))
-	}
-	defer func() {
-		if err != nil {
-			_, _ = db.conn.ExecContext(ctx, "ROLLBACK")
-		}
-	}()
-	var v int
-	if err := db.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("restart the log: %w", db.classify(err))
-	}
-	if _, err := db.conn.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(v)); err != nil {
-		return fmt.Errorf("restart the log: %w", db.classify(err))
-	}
-	if _, err := db.conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("restart the log: %w", db.classify(err))
-	}
-	// SQLite checkpoints the log once more as the connection closes, and
-	// would sync the log and the database file around copying that frame.
-	// The frame holds page 1 as the database file has it already (the
-	// same schema version), so the copy is made without syncs: a torn or
-	// lost copy of identical bytes changes nothing, and the log, whose
-	// header has just been synced, is not started again before a
-	// checkpoint that syncs.
-	if _, err := db.conn.ExecContext(ctx, "PRAGMA synchronous = OFF"); err != nil {
-		return fmt.Errorf("restart the log: %w", db.classify(err))
-	}
-	return nil
-}
-
-// CheckFile opens the file at path read-only, runs [DB.IntegrityCheck] and
-// closes it. The error wraps [ErrCorrupt] when the file is damaged or is not
-// a SQLite database, and [fs.ErrNotExist] when it is missing.
-//
-// A file in rollback-journal mode that a crash left with a hot journal
-// (path + "-journal") cannot be read read-only: SQLite must roll the
-// interrupted transaction back first, which the next read-write open does.
-// CheckFile then checks what that open would find: it copies the file and
-// its journal to a temporary directory (as much space as the file takes),
-// rolls the copy back and checks the copy, leaving the original as it was.
-//
-// Like any read-only DB, it may leave empty -wal and -shm files next to a
-// WAL-mode database (see [Options.ReadOnly]).
-func CheckFile(ctx context.Context, path string) error {
-	err := checkFile(ctx, path)
-	if sqliteExtendedCode(err) != sqliteReadOnlyRollback {
-		return err
-	}
-	if _, serr := os.Stat(path + "-journal"); serr != nil {
-		return err
-	}
-	tmp, terr := os.MkdirTemp("", "fractal-check-")
-	if terr != nil {
-		return errors.Join(err, fmt.Errorf("persistence: check %s: recovering a copy: %w", path, terr))
-	}
-	defer os.RemoveAll(tmp)
-	cp := filepath.Join(tmp, filepath.Base(path))
-	for _, suffix := range []string{"", "-journal"} {
-		if cerr := copyFile(path+suffix, cp+suffix); cerr != nil {
-			return errors.Join(err, fmt.Errorf("persistence: check %s: recovering a copy: %w", path, cerr))
-		}
-	}
-	// The first read of a read-write connection rolls the copy's journal
-	// back.
-	if rerr := rollBack(ctx, cp); rerr != nil {
-		return fmt.Errorf("persistence: check %s (rolled back in a copy): %w", path, classify(rerr))
-	}
-	if cerr := checkFile(ctx, cp); cerr != nil {
-		return fmt.Errorf("persistence: check %s (rolled back in a copy): %w", path, cerr)
-	}
-	return nil
-}
-
-// checkFile is CheckFile without the recovery of a hot journal.
-func checkFile(ctx context.Context, path string) error {
-	db, err := Open(ctx, path, &Options{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	checkErr := db.IntegrityCheck(ctx)
-	closeErr := db.Close()
-	return errors.Join(checkErr, closeErr)
-}
-
-// rollBack opens the file at path read-write, which rolls a hot journal
-// back, and closes it.
-func rollBack(ctx context.Context, path string) error {
-	dsn, err := fileURI(path, false)
-	if err != nil {
-		return err
-	}
-	db, err := sql.Open("sqlite", strings.Replace(dsn, "mode=rwc", "mode=rw", 1))
-	if err != nil {
-		return err
-	}
-	var n int
-	err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&n)
-	return errors.Join(err, db.Close())
-}
-
-// copyFile copies the file src to a new file dst.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // checkReadWrite returns an error when SQLite opened the file of conn for
@@ -933,96 +647,6 @@ func writable(path string) error {
 	}
 	return f.Close()
 }
-
-// wrapAcquire adds context to an error of acquire, keeping ErrClosed bare.
-func wrapAcquire(op string, err error) error {
-	if errors.Is(err, ErrClosed) {
-		return err
-	}
-	return fmt.Errorf("persistence: %s: %w", op, err)
-}
-
-// SQLite primary result codes this package interprets.
-const (
-	sqliteError    = 1
-	sqliteCorrupt  = 11
-	sqliteNotADB   = 26
-	sqliteCantOpen = 14
-	sqliteIOErr    = 10
-	sqliteFull     = 13
-	sqliteReadOnly = 8
-)
-
-// sqliteReadOnlyRollback is SQLITE_READONLY_ROLLBACK: a read-only
-// connection found a hot journal it may not roll back.
-const sqliteReadOnlyRollback = sqliteReadOnly | 3<<8
-
-// sqliteExtendedCode returns the extended SQLite result code of err, or 0.
-func sqliteExtendedCode(err error) int {
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		return se.Code()
-	}
-	return 0
-}
-
-// sqliteCode returns the primary SQLite result code of err, or 0.
-func sqliteCode(err error) int {
-	var se *sqlite.Error
-	if errors.As(err, &se) {
-		return se.Code() & 0xff
-	}
-	return 0
-}
-
-// classify wraps err with ErrCorrupt when SQLite reported a damaged file or
-// a file that is not a database, with ErrCantOpen when it could not open
-// one, with ErrDiskFull when SQLite or the system said the file system is
-// full, and with ErrReadOnly when SQLite could not write (the file, its
-// directory, or a connection that only reads).
-func classify(err error) error {
-	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrCantOpen) || errors.Is(err, ErrDiskFull) || errors.Is(err, ErrReadOnly) {
-		return err // classified already
-	}
-	switch sqliteCode(err) {
-	case sqliteCorrupt, sqliteNotADB:
-		return fmt.Errorf("%w: %w", ErrCorrupt, err)
-	case sqliteCantOpen:
-		return fmt.Errorf("%w: %w", ErrCantOpen, err)
-	case sqliteFull:
-		return fmt.Errorf("%w: %w", ErrDiskFull, err)
-	case sqliteReadOnly:
-		return fmt.Errorf("%w: %w", ErrReadOnly, err)
-	}
-	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: %w", ErrDiskFull, err)
-	}
-	return err
-}
-
-// lowSpaceBytes: below this much space available on the file system of a
-// file, an I/O error of SQLite on that file is reported as ErrDiskFull.
-// SQLite reports some writes that failed for want of space as bare I/O
-// errors (growing the log's index: SQLITE_IOERR_SHMSIZE), and 1 MiB is more
-// than any single such write needs (the index grows by 32 KiB).
-const lowSpaceBytes = 1 << 20
-
-// classifyAt is classify for an error on the file at path: an I/O error is
-// also taken for a full disk when the file system holding path is all but
-// full.
-func classifyAt(path string, err error) error {
-	err = classify(err)
-	if err == nil || errors.Is(err, ErrDiskFull) || sqliteCode(err) != sqliteIOErr {
-		return err
-	}
-	if lowSpace(filepath.Dir(path)) {
-		return fmt.Errorf("%w: %w", ErrDiskFull, err)
-	}
-	return err
-}
-
-// classify is classifyAt for the file of db.
-func (db *DB) classify(err error) error { return classifyAt(db.path, err) }
 
 // fileURI returns the driver DSN for path: a SQLite URI filename
 // (https://www.sqlite.org/uri.html), so that mode=ro is honoured and a
