@@ -122,6 +122,7 @@ func (p *part) create() error {
 	var out []*envelope // sent by Activate
 	if act, ok := h.(Activator); ok {
 		var atx *persistence.Tx
+		p.pendingC = 0 // what a failed activation left
 		err := db.Update(context.Background(), func(tx *persistence.Tx) (err error) {
 			atx = tx
 			c := &Context{ctx: context.Background(), part: p, tx: tx}
@@ -133,10 +134,11 @@ func (p *part) create() error {
 			}()
 			err = act.Activate(c)
 			out = c.out
-			if err == nil && p.schema != compKnown {
-				// Activate may have installed some (see install).
+			if err == nil && p.pendingC != 0 {
+				// Activate installed some (see install).
 				_, p.schema, err = p.txComponents(tx)
 			}
+			p.pendingC = 0
 			return err
 		})
 		if err != nil {

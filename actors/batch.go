@@ -101,6 +101,7 @@ func (p *part) commit() {
 			}
 		}
 	}
+	p.schemaCommitted(err == nil && !b.rolledBack)
 	p.sys.messages.Add(uint64(b.n - b.runtime))
 	if hook := p.sys.opts.Committed; hook != nil && err == nil && !b.rolledBack && b.tx.Wrote() {
 		if herr := hook(Commit{Path: p.path, File: p.path.File(p.sys.dir), Messages: b.n}); herr != nil {

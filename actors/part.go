@@ -51,7 +51,8 @@ type part struct {
 	timers   timers      // Context.After
 	ob       outbox      // durable deliveries in flight
 	recorded bool        // its parent noted that its file was created: the file must exist
-	schema   component   // the runtime's tables in db when it was opened (see schema.go)
+	schema   component   // the runtime's tables in db, as last committed (see schema.go)
+	pendingC component   // tables installed in the open transaction (see install)
 	eager    bool        // open the file at Started and tell the parent (a group restart's start)
 	statAt   time.Time   // when gauges.fileBytes was observed
 }

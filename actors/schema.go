@@ -248,10 +248,10 @@ func (t *tree) mayHaveChildren(p Path) bool {
 	return false
 }
 
-// has reports whether the tables of c are in tx's file. Those p's file had
-// when p was activated are known (p.schema); a component installed since,
-// in this incarnation, is read from the file's header in tx, which a
-// rollback of its installation restores.
+// has reports whether the tables of c are in tx's file. Those of p's file
+// as last committed are known (p.schema); a component installed in the
+// open transaction is read from the file's header in tx, which a rollback
+// of its installation restores.
 func (p *part) has(tx *persistence.Tx, c component) (bool, error) {
 	if p.schema&c == c {
 		return true, nil
@@ -292,7 +292,30 @@ func (p *part) install(tx *persistence.Tx, c component) error {
 		return err
 	}
 	_, err = tx.ExecContext(context.Background(), `PRAGMA application_id = `+strconv.Itoa(int(schemaID(has|c))))
+	p.pendingC |= c
 	return err
+}
+
+// schemaCommitted brings p.schema up to date once the transaction that
+// installed components has ended (read is false when it was rolled back):
+// the file's header says which installations it kept (a savepoint rolled
+// back after an installation takes it with it). Later messages then find
+// the components in p.schema and read nothing.
+func (p *part) schemaCommitted(read bool) {
+	if p.pendingC == 0 {
+		return
+	}
+	p.pendingC = 0
+	if !read {
+		return
+	}
+	err := p.db.View(context.Background(), func(tx *persistence.Tx) (err error) {
+		_, p.schema, err = p.txComponents(tx)
+		return err
+	})
+	if err != nil {
+		p.logger().Warn("reading the runtime's tables", "err", err) // has reads them from each transaction meanwhile
+	}
 }
 
 // hasTable reports whether the table name exists in tx's file. Only
