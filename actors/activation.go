@@ -28,9 +28,11 @@ func (p *part) openWaiting(ctx context.Context) error {
 			return err
 		}
 		p.sys.relieve()
+		waited, t := p.sys.after(openRetryDelay)
 		select {
-		case <-p.sys.after(openRetryDelay):
+		case <-waited:
 		case <-ctx.Done():
+			t.Stop()
 			return err
 		}
 	}

@@ -138,28 +138,15 @@ func (s *System) startAlarms() {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		var timer Timer
-		tick := make(chan struct{}, 1)
-		defer func() {
-			if timer != nil {
-				timer.Stop()
-			}
-		}()
 		wait := time.Duration(0)
 		for {
-			if timer != nil {
-				timer.Stop()
-			}
-			timer = s.clock.AfterFunc(wait, func() {
-				select {
-				case tick <- struct{}{}:
-				default:
-				}
-			})
+			tick, timer := s.after(wait)
 			select {
 			case <-a.stop:
+				timer.Stop()
 				return
 			case <-a.kick:
+				timer.Stop()
 			case <-tick:
 			}
 			now := s.clock.Now()

@@ -46,9 +46,10 @@ func (c *Context) Now() time.Time { return c.part.sys.clock.Now() }
 // since returns the time elapsed on s's clock since t.
 func (s *System) since(t time.Time) time.Duration { return s.clock.Now().Sub(t) }
 
-// after returns a channel that receives once d has passed on s's clock.
-func (s *System) after(d time.Duration) <-chan struct{} {
+// after returns a channel that receives once d has passed on s's clock,
+// and the Timer that cancels it: the runtime's loops wait on it with their
+// other channels.
+func (s *System) after(d time.Duration) (<-chan struct{}, Timer) {
 	ch := make(chan struct{}, 1)
-	s.clock.AfterFunc(d, func() { ch <- struct{}{} })
-	return ch
+	return ch, s.clock.AfterFunc(d, func() { ch <- struct{}{} })
 }

@@ -85,14 +85,7 @@ func (s *System) startPassivator() {
 	s.passivator.wg.Add(1)
 	go func() {
 		defer s.passivator.wg.Done()
-		tick := make(chan struct{}, 1)
-		signal := func() {
-			select {
-			case tick <- struct{}{}:
-			default:
-			}
-		}
-		t := s.clock.AfterFunc(every, signal)
+		tick, t := s.after(every)
 		defer func() { t.Stop() }()
 		var last time.Time
 		for {
@@ -100,14 +93,16 @@ func (s *System) startPassivator() {
 			case <-s.passivator.stop:
 				return
 			case <-tick:
-				t = s.clock.AfterFunc(every, signal)
+				tick, t = s.after(every)
 				last = s.clock.Now()
 				s.passivateIdle(last)
 			case <-s.passivator.kick:
 				if wait := kickInterval - s.since(last); wait > 0 {
+					waited, wt := s.after(wait)
 					select { // at most one pass per kickInterval
-					case <-s.after(wait):
+					case <-waited:
 					case <-s.passivator.stop:
+						wt.Stop()
 						return
 					}
 				}
