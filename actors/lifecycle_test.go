@@ -1,9 +1,7 @@
 package actors_test
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -12,17 +10,11 @@ import (
 
 	"github.com/fractalrt/fractal/actors"
 	"github.com/fractalrt/fractal/actors/actortest"
-	"github.com/fractalrt/fractal/persistence"
 	"github.com/fractalrt/fractal/supervisor"
 )
 
-// Messages of the lifecycle tests.
-type (
-	lcAdd   struct{}
-	lcRead  struct{}
-	lcPanic struct{}
-	lcExit  struct{}
-)
+// lcExit asks a lifecycle test's part to end normally (Context.Stop).
+type lcExit struct{}
 
 // events records the opening and closing of part files, in order.
 type events struct {
@@ -66,60 +58,31 @@ func (e *events) wait(t *testing.T, n int, want ...string) {
 	}
 }
 
+// lcHandler is counterHandler, and lcExit.
 func lcHandler(c *actors.Context, msg any) (any, error) {
-	var n int
-	switch msg.(type) {
-	case lcAdd:
-		err := c.QueryRow(`UPDATE counter SET n = n + 1 RETURNING n`).Scan(&n)
-		return n, err
-	case lcRead:
-		err := c.QueryRow(`SELECT n FROM counter`).Scan(&n)
-		return n, err
-	case lcPanic:
-		panic("lcPanic")
-	case lcExit:
+	if _, ok := msg.(lcExit); ok {
 		c.Stop()
 		return "bye", nil
 	}
-	return nil, fmt.Errorf("%w: %T", actors.ErrUnknownMessage, msg)
+	return counterHandler(c, msg)
 }
 
 // lifecycleSystem opens a system whose parent "g" supervises its children
 // "g/*" with spec; the children have restart type rt.
-func lifecycleSystem(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType) (*actors.System, *events) {
+func lifecycleSystem(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType) (*actortest.Harness, *events) {
 	return lifecycleSystemClock(t, spec, rt, nil)
 }
 
 // lifecycleSystemClock is lifecycleSystem on clk (nil: the wall clock).
-func lifecycleSystemClock(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType, clk actors.Clock) (*actors.System, *events) {
+func lifecycleSystemClock(t *testing.T, spec supervisor.Spec, rt supervisor.RestartType, clk actors.Clock) (*actortest.Harness, *events) {
 	t.Helper()
-	migrations := []persistence.Migration{{SQL: `CREATE TABLE counter (n INTEGER NOT NULL); INSERT INTO counter VALUES (0)`}}
 	ev := &events{}
-	s, err := actors.Open(context.Background(), t.TempDir(), actors.Options{Durability: actors.ProcessCrash, Clock: clk, Kinds: []actors.Kind{
-		{Name: "group", Pattern: "g", Handler: actors.HandlerFunc(lcHandler), Migrations: migrations, Supervision: spec},
-		{Name: "member", Pattern: "g/*", Handler: actors.HandlerFunc(lcHandler), Migrations: migrations, Restart: rt},
+	h := actortest.New(t, actors.Options{Durability: actors.ProcessCrash, Clock: clk, Kinds: []actors.Kind{
+		{Name: "group", Pattern: "g", Handler: actors.HandlerFunc(lcHandler), Migrations: counterMigrations, Supervision: spec},
+		{Name: "member", Pattern: "g/*", Handler: actors.HandlerFunc(lcHandler), Migrations: counterMigrations, Restart: rt},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actors.SetTrace(s, ev.add) // before any part runs
-	t.Cleanup(func() {
-		if err := s.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
-	return s, ev
-}
-
-func mustRequest(t *testing.T, s *actors.System, path string, msg any) any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	v, err := s.Request(ctx, path, msg)
-	if err != nil {
-		t.Fatalf("%s %T: %v", path, msg, err)
-	}
-	return v
+	actors.SetTrace(h.System(), ev.add) // before any part runs
+	return h, ev
 }
 
 // TestGroupRestartOrder: a failure in a one_for_all or rest_for_one group
@@ -138,18 +101,18 @@ func TestGroupRestartOrder(t *testing.T) {
 		t.Run(tc.strategy.String(), func(t *testing.T) {
 			for run := range 20 {
 				spec := supervisor.Spec{Strategy: tc.strategy, Intensity: 100, Period: time.Minute}
-				s, ev := lifecycleSystem(t, spec, supervisor.Permanent)
+				h, ev := lifecycleSystem(t, spec, supervisor.Permanent)
 				for _, c := range []string{"g", "g/a", "g/b", "g/c"} {
-					mustRequest(t, s, c, lcAdd{})
+					h.MustRequest(c, add{1})
 				}
 				n := ev.len()
-				if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, actors.ErrPanic) {
+				if _, err := h.Request("g/b", addPanic{}); !errors.Is(err, actors.ErrPanic) {
 					t.Fatalf("run %d: panic answered %v", run, err)
 				}
 				ev.wait(t, n, tc.want...)
 				// Every member serves again, from its file.
 				for _, c := range []string{"g/a", "g/b", "g/c"} {
-					if v := mustRequest(t, s, c, lcAdd{}); v != 2 {
+					if v := h.MustRequest(c, add{1}); v != 2 {
 						t.Fatalf("run %d: %s counts %v after the restart, want 2", run, c, v)
 					}
 				}
@@ -169,20 +132,18 @@ func TestGroupRestartHoldsMessages(t *testing.T) {
 	spec := supervisor.Spec{Strategy: supervisor.OneForAll, Intensity: 100, Period: time.Hour,
 		Backoff: supervisor.Backoff{Initial: time.Minute, Max: time.Minute, Multiplier: 1}}
 	clk := actortest.NewClock(time.Time{})
-	s, ev := lifecycleSystemClock(t, spec, supervisor.Permanent, clk)
+	h, ev := lifecycleSystemClock(t, spec, supervisor.Permanent, clk)
 	for _, c := range []string{"g", "g/a", "g/b", "g/c"} {
-		mustRequest(t, s, c, lcAdd{})
+		h.MustRequest(c, add{1})
 	}
 	n := ev.len()
-	if _, err := s.Request(context.Background(), "g/b", lcPanic{}); !errors.Is(err, actors.ErrPanic) {
+	if _, err := h.Request("g/b", addPanic{}); !errors.Is(err, actors.ErrPanic) {
 		t.Fatalf("panic answered %v", err)
 	}
 	ev.wait(t, n, "close b", "close c", "close a")
 	clk.WaitTimerAt(t, time.Minute) // the plan waits for its delay
 	for _, c := range []string{"g/a", "g/b", "g/c"} {
-		if err := s.Send(c, lcAdd{}); err != nil {
-			t.Fatal(err)
-		}
+		h.Send(c, add{1})
 	}
 	if got := ev.since(n); len(got) != 3 {
 		t.Fatalf("events %v before the delay passed", got)
@@ -190,7 +151,7 @@ func TestGroupRestartHoldsMessages(t *testing.T) {
 	clk.Advance(time.Minute)
 	ev.wait(t, n, "close b", "close c", "close a", "open a", "open b", "open c")
 	for _, c := range []string{"g/a", "g/b", "g/c"} {
-		if v := mustRequest(t, s, c, lcRead{}); v != 2 {
+		if v := h.MustRequest(c, get{}); v != 2 {
 			t.Fatalf("%s counts %v, want 2: the message sent during the restart handled once", c, v)
 		}
 	}
@@ -210,25 +171,25 @@ func TestNormalExit(t *testing.T) {
 		{supervisor.Permanent, []string{"close a", "open a"}},
 	} {
 		t.Run(tc.rt.String(), func(t *testing.T) {
-			s, ev := lifecycleSystem(t, supervisor.Spec{}, tc.rt)
-			mustRequest(t, s, "g/a", lcAdd{})
+			h, ev := lifecycleSystem(t, supervisor.Spec{}, tc.rt)
+			h.MustRequest("g/a", add{1})
 			n := ev.len()
-			if v := mustRequest(t, s, "g/a", lcExit{}); v != "bye" {
+			if v := h.MustRequest("g/a", lcExit{}); v != "bye" {
 				t.Fatalf("exit answered %v", v)
 			}
 			ev.wait(t, n, tc.want...)
 			if tc.rt != supervisor.Permanent {
-				actortest.Eventually(t, func() bool { return !s.Active("g/a") })
+				actortest.Eventually(t, func() bool { return !h.System().Active("g/a") })
 				if got := ev.since(n); strings.Join(got, ",") != "close a" {
 					t.Fatalf("events %v: a %s part was started again after a normal exit", got, tc.rt)
 				}
 			}
 			// Its state is whole, and its next message is served.
-			if v := mustRequest(t, s, "g/a", lcAdd{}); v != 2 {
+			if v := h.MustRequest("g/a", add{1}); v != 2 {
 				t.Fatalf("g/a counts %v after its exit, want 2", v)
 			}
-			if s.Stats().Restarts != map[bool]uint64{true: 1, false: 0}[tc.rt == supervisor.Permanent] {
-				t.Fatalf("%d restarts counted", s.Stats().Restarts)
+			if h.System().Stats().Restarts != map[bool]uint64{true: 1, false: 0}[tc.rt == supervisor.Permanent] {
+				t.Fatalf("%d restarts counted", h.System().Stats().Restarts)
 			}
 		})
 	}
@@ -237,17 +198,16 @@ func TestNormalExit(t *testing.T) {
 // TestNormalExitKeepsLaterMessages: messages queued behind the one that
 // stops the part are handled once, by its next incarnation.
 func TestNormalExitKeepsLaterMessages(t *testing.T) {
-	s, _ := lifecycleSystem(t, supervisor.Spec{}, supervisor.Transient)
-	mustRequest(t, s, "g/a", lcAdd{})
-	ctx := context.Background()
+	h, _ := lifecycleSystem(t, supervisor.Spec{}, supervisor.Transient)
+	h.MustRequest("g/a", add{1})
 	errs := make(chan error, 21)
 	go func() {
-		_, err := s.Request(ctx, "g/a", lcExit{})
+		_, err := h.Request("g/a", lcExit{})
 		errs <- err
 	}()
 	for range 20 {
 		go func() {
-			_, err := s.Request(ctx, "g/a", lcAdd{})
+			_, err := h.Request("g/a", add{1})
 			errs <- err
 		}()
 	}
@@ -256,7 +216,7 @@ func TestNormalExitKeepsLaterMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if v := mustRequest(t, s, "g/a", lcRead{}); v != 21 {
+	if v := h.MustRequest("g/a", get{}); v != 21 {
 		t.Fatalf("g/a counts %v, want 21: each message once", v)
 	}
 }
@@ -264,18 +224,18 @@ func TestNormalExitKeepsLaterMessages(t *testing.T) {
 // TestTemporaryFailureNotRestarted: a temporary part that fails is stopped,
 // not restarted, and activated again by its next message.
 func TestTemporaryFailureNotRestarted(t *testing.T) {
-	s, ev := lifecycleSystem(t, supervisor.Spec{Strategy: supervisor.OneForOne, Intensity: 100, Period: time.Minute}, supervisor.Temporary)
-	mustRequest(t, s, "g/a", lcAdd{})
+	h, ev := lifecycleSystem(t, supervisor.Spec{Strategy: supervisor.OneForOne, Intensity: 100, Period: time.Minute}, supervisor.Temporary)
+	h.MustRequest("g/a", add{1})
 	n := ev.len()
-	if _, err := s.Request(context.Background(), "g/a", lcPanic{}); !errors.Is(err, actors.ErrPanic) {
+	if _, err := h.Request("g/a", addPanic{}); !errors.Is(err, actors.ErrPanic) {
 		t.Fatalf("panic answered %v", err)
 	}
 	ev.wait(t, n, "close a")
-	actortest.Eventually(t, func() bool { return !s.Active("g/a") })
-	if got := ev.since(n); len(got) != 1 || s.Stats().Restarts != 0 {
-		t.Fatalf("events %v, %d restarts: a temporary part was restarted", got, s.Stats().Restarts)
+	actortest.Eventually(t, func() bool { return !h.System().Active("g/a") })
+	if got := ev.since(n); len(got) != 1 || h.System().Stats().Restarts != 0 {
+		t.Fatalf("events %v, %d restarts: a temporary part was restarted", got, h.System().Stats().Restarts)
 	}
-	if v := mustRequest(t, s, "g/a", lcAdd{}); v != 2 {
+	if v := h.MustRequest("g/a", add{1}); v != 2 {
 		t.Fatalf("g/a counts %v, want 2", v)
 	}
 }
