@@ -111,15 +111,13 @@ func (p *part) commit() {
 	if err != nil {
 		err = fmt.Errorf("actors: %s: %w", p.path, err)
 		p.logger().Error("commit failed", "messages", b.n, "err", err)
-		b.release(p.sys, err, outCommitError)
-		b.settle(p, err)
+		b.releaseNow(p, err, outCommitError)
 		return
 	}
 	if wrote := !b.rolledBack && b.tx.Wrote(); !wrote && p.sync.unsynced == 0 {
 		// Nothing of p's is waiting to be synced: what these replies
 		// read is already durable.
-		b.release(p.sys, nil, outOK)
-		b.settle(p, nil)
+		b.releaseNow(p, nil, outOK)
 		return
 	}
 	// Even a batch that wrote nothing waits when an earlier commit of p
@@ -161,8 +159,7 @@ func (m synced) apply(p *part, _ actor.Context) {
 func (p *part) handOver(b *batch) {
 	barrier := p.sys.barrier
 	if barrier == nil {
-		b.release(p.sys, nil, outOK)
-		b.settle(p, nil)
+		b.releaseNow(p, nil, outOK)
 		return
 	}
 	p.sync.unsynced++
@@ -215,6 +212,13 @@ func (b *batch) release(s *System, err error, failed outcome) {
 		}
 		s.finish(r.env, r.val, r.err)
 	}
+}
+
+// releaseNow is release and settle at once, on p's goroutine: for a
+// batch that need not wait for the barrier, or that failed.
+func (b *batch) releaseNow(p *part, err error, failed outcome) {
+	b.release(p.sys, err, failed)
+	b.settle(p, err)
 }
 
 // settle runs, on p's goroutine, what b's durability (or its failure)
